@@ -1,0 +1,3 @@
+from fundus_review.cli import main
+
+raise SystemExit(main())
