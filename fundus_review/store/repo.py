@@ -1,0 +1,106 @@
+"""The store's public API: the only functions other packages call.
+
+Every function takes an open SQLAlchemy ``Session`` (from ``Database.session()``) first; the
+caller's ``with db.session()`` block is the transaction. ORM objects and plain integer ids are
+both accepted wherever a row is referenced, so objects kept from an earlier session still work.
+
+Datasets/images: get_or_create_dataset, list_datasets, upsert_image, get_image, dataset_images,
+    images_with_sha256, set_label, image_labels.
+Reviewers and regions: get_or_create_reviewer, list_reviewers, add_annotation, update_annotation,
+    replace_imported_mask, list_annotations, list_structures, soft_delete_annotation,
+    restore_annotation, annotation_mask, structure_mask.
+Review state: set_review_status, get_review_status, set_verdict, list_verdicts.
+Models and results: get_or_create_model, list_models, get_or_create_cam_run, list_cam_runs,
+    save_prediction, get_prediction, save_heatmap, get_heatmap, heatmap_array, load_heatmap,
+    find_done_images, save_scores, list_scores, delete_scores.
+Reports: iter_results (-> ResultRow).
+"""
+
+from __future__ import annotations
+
+from fundus_review.store.repo_annotations import (
+    Rasterizer,
+    add_annotation,
+    annotation_mask,
+    get_review_status,
+    list_annotations,
+    list_structures,
+    list_verdicts,
+    replace_imported_mask,
+    restore_annotation,
+    set_review_status,
+    set_verdict,
+    soft_delete_annotation,
+    structure_mask,
+    update_annotation,
+)
+from fundus_review.store.repo_images import (
+    dataset_images,
+    get_image,
+    get_or_create_dataset,
+    get_or_create_reviewer,
+    image_labels,
+    images_with_sha256,
+    list_datasets,
+    list_reviewers,
+    set_label,
+    upsert_image,
+)
+from fundus_review.store.repo_query import ResultRow, iter_results
+from fundus_review.store.repo_results import (
+    find_done_images,
+    get_heatmap,
+    get_or_create_cam_run,
+    get_or_create_model,
+    get_prediction,
+    heatmap_array,
+    list_cam_runs,
+    list_models,
+    load_heatmap,
+    save_heatmap,
+    save_prediction,
+)
+from fundus_review.store.repo_scores import delete_scores, list_scores, save_scores
+
+__all__ = [
+    "Rasterizer",
+    "ResultRow",
+    "add_annotation",
+    "annotation_mask",
+    "dataset_images",
+    "delete_scores",
+    "find_done_images",
+    "get_heatmap",
+    "get_image",
+    "get_or_create_cam_run",
+    "get_or_create_dataset",
+    "get_or_create_model",
+    "get_or_create_reviewer",
+    "get_prediction",
+    "get_review_status",
+    "heatmap_array",
+    "image_labels",
+    "images_with_sha256",
+    "iter_results",
+    "list_annotations",
+    "list_cam_runs",
+    "list_datasets",
+    "list_models",
+    "list_reviewers",
+    "list_scores",
+    "list_structures",
+    "list_verdicts",
+    "load_heatmap",
+    "replace_imported_mask",
+    "restore_annotation",
+    "save_heatmap",
+    "save_prediction",
+    "save_scores",
+    "set_label",
+    "set_review_status",
+    "set_verdict",
+    "soft_delete_annotation",
+    "structure_mask",
+    "update_annotation",
+    "upsert_image",
+]

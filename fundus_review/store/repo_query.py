@@ -1,0 +1,159 @@
+"""Read-side queries for reports. Call these through ``fundus_review.store.repo``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from fundus_review.store.repo_images import ref_id
+from fundus_review.store.schema import CamRun, Heatmap, Image, Label, ModelRecord, Prediction
+
+_BATCH = 500
+
+
+@dataclass(frozen=True)
+class ResultRow:
+    """One heatmap with everything a report needs about its image, prediction and recipe.
+
+    ``label`` is the label from ``label_source`` when given, else the most recently updated
+    label of the image (ties broken by source name); ``labels`` holds every source's value.
+    The heatmap pixels are not loaded here: use ``repo.load_heatmap`` (or ``heatmap_id``).
+    """
+
+    heatmap_id: int
+    image_id: int
+    dataset_id: int
+    rel_path: str
+    sha256: str
+    width: int
+    height: int
+    label: str | None
+    model_id: int
+    model_name: str
+    classes: list[str]
+    run_id: int
+    method: str
+    layers: list[str]
+    target_policy: str
+    params: dict[str, Any]
+    target_index: int
+    predicted_index: int
+    probs: list[float]
+    transform: dict[str, Any]
+    labels: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def predicted_class(self) -> str | None:
+        return (
+            self.classes[self.predicted_index] if self.predicted_index < len(self.classes) else None
+        )
+
+    @property
+    def confidence(self) -> float:
+        return self.probs[self.predicted_index]
+
+
+def iter_results(
+    s: Session,
+    dataset: object | None = None,
+    model: object | None = None,
+    method: str | None = None,
+    label_source: str | None = None,
+) -> Iterator[ResultRow]:
+    """Every stored heatmap that has its prediction, joined with image, labels and recipe.
+
+    Ordered by dataset, image path, model, method and run, so a report built from it is
+    deterministic.
+    """
+    q = (
+        select(
+            Heatmap.id,
+            Heatmap.target_index,
+            Image.id,
+            Image.dataset_id,
+            Image.rel_path,
+            Image.sha256,
+            Image.width,
+            Image.height,
+            ModelRecord.id,
+            ModelRecord.name,
+            ModelRecord.card,
+            CamRun.id,
+            CamRun.method,
+            CamRun.layers_json,
+            CamRun.target_policy,
+            CamRun.params_json,
+            Prediction.predicted_index,
+            Prediction.probs,
+            Prediction.transform,
+        )
+        .join(CamRun, CamRun.id == Heatmap.cam_run_id)
+        .join(ModelRecord, ModelRecord.id == CamRun.model_id)
+        .join(Image, Image.id == Heatmap.image_id)
+        .join(
+            Prediction,
+            (Prediction.image_id == Heatmap.image_id) & (Prediction.model_id == CamRun.model_id),
+        )
+        .order_by(Image.dataset_id, Image.rel_path, ModelRecord.id, CamRun.method, CamRun.id)
+    )
+    if dataset is not None:
+        q = q.where(Image.dataset_id == ref_id(dataset))
+    if model is not None:
+        q = q.where(CamRun.model_id == ref_id(model))
+    if method is not None:
+        q = q.where(CamRun.method == method.strip().lower())
+    rows = s.execute(q).all()
+    for start in range(0, len(rows), _BATCH):
+        batch = rows[start : start + _BATCH]
+        labels = _labels_for(s, sorted({r[2] for r in batch}))
+        for r in batch:
+            img_labels = labels.get(r[2], [])
+            yield ResultRow(
+                heatmap_id=r[0],
+                target_index=r[1],
+                image_id=r[2],
+                dataset_id=r[3],
+                rel_path=r[4],
+                sha256=r[5],
+                width=r[6],
+                height=r[7],
+                model_id=r[8],
+                model_name=r[9],
+                classes=[str(c) for c in (r[10] or {}).get("classes", [])],
+                run_id=r[11],
+                method=r[12],
+                layers=json.loads(r[13]),
+                target_policy=r[14],
+                params=json.loads(r[15]),
+                predicted_index=r[16],
+                probs=list(r[17]),
+                transform=dict(r[18]),
+                label=_pick_label(img_labels, label_source),
+                labels={src: val for src, val, _ in img_labels},
+            )
+
+
+def _labels_for(s: Session, image_ids: list[int]) -> dict[int, list[tuple[str, str, Any]]]:
+    out: dict[int, list[tuple[str, str, Any]]] = {}
+    rows = s.execute(
+        select(Label.image_id, Label.source, Label.value, Label.updated_at).where(
+            Label.image_id.in_(image_ids)
+        )
+    )
+    for img_id, source, value, updated in rows:
+        out.setdefault(img_id, []).append((source, value, updated))
+    return out
+
+
+def _pick_label(labels: list[tuple[str, str, Any]], source: str | None) -> str | None:
+    if source is not None:
+        return next((val for src, val, _ in labels if src == source), None)
+    if not labels:
+        return None
+    newest = max(labels, key=lambda t: (t[2], t[0]))
+    return newest[1]

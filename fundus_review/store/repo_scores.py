@@ -1,0 +1,90 @@
+"""Agreement scores of heatmaps with expert masks. Call these through ``fundus_review.store.repo``."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from fundus_review.store.repo_images import _insert_or_fetch, ref_id
+from fundus_review.store.repo_results import _json_ready
+from fundus_review.store.schema import Heatmap, Score
+
+
+def save_scores(
+    s: Session,
+    heatmap: object,
+    structure: str,
+    reviewer: object,
+    values: dict[str, float | None],
+    params: dict[str, Any] | None = None,
+) -> list[Score]:
+    """Insert or replace one score per metric for (heatmap, structure, reviewer).
+
+    A value of None or NaN is stored as NULL: the metric is undefined here (e.g. an empty mask),
+    which is not the same as a score of 0. ``params`` (thresholds, tolerance...) apply to all.
+    """
+    hm_id, rev_id = ref_id(heatmap), ref_id(reviewer)
+    p = _json_ready(params or {}, "score parameters")
+    out: list[Score] = []
+    for metric, value in values.items():
+        v = None if value is None or math.isnan(float(value)) else float(value)
+        query = select(Score).where(
+            Score.heatmap_id == hm_id,
+            Score.structure == structure,
+            Score.reviewer_id == rev_id,
+            Score.metric == metric,
+        )
+        row = s.scalar(query)
+        if row is None:
+            new = Score(
+                heatmap_id=hm_id,
+                structure=structure,
+                reviewer_id=rev_id,
+                metric=metric,
+                value=v,
+                params=p,
+            )
+            row = _insert_or_fetch(s, new, query)
+        else:
+            row.value, row.params = v, p
+        out.append(row)
+    return out
+
+
+def list_scores(
+    s: Session,
+    heatmap: object | None = None,
+    structure: str | None = None,
+    reviewer: object | None = None,
+    metric: str | None = None,
+) -> list[Score]:
+    q = select(Score).order_by(Score.heatmap_id, Score.structure, Score.reviewer_id, Score.metric)
+    if heatmap is not None:
+        q = q.where(Score.heatmap_id == ref_id(heatmap))
+    if structure is not None:
+        q = q.where(Score.structure == structure)
+    if reviewer is not None:
+        q = q.where(Score.reviewer_id == ref_id(reviewer))
+    if metric is not None:
+        q = q.where(Score.metric == metric)
+    return list(s.scalars(q))
+
+
+def delete_scores(s: Session, image: object, structure: str, reviewer: object) -> int:
+    """Drop the scores of every heatmap of ``image`` for (structure, reviewer); returns the count.
+
+    Called whenever that reviewer's regions of that structure change, so that no stale score
+    can reach a report.
+    """
+    hm_ids = select(Heatmap.id).where(Heatmap.image_id == ref_id(image)).scalar_subquery()
+    result = s.execute(
+        delete(Score).where(
+            Score.heatmap_id.in_(hm_ids),
+            Score.structure == structure,
+            Score.reviewer_id == ref_id(reviewer),
+        )
+    )
+    return int(result.rowcount or 0)
