@@ -11,6 +11,7 @@ queue short.
 from __future__ import annotations
 
 import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -107,7 +108,7 @@ def _configure_sqlite(engine: Engine) -> None:
         dbapi_conn.isolation_level = None
         cur = dbapi_conn.cursor()
         cur.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-        cur.execute("PRAGMA journal_mode = WAL")
+        _set_wal(cur)
         cur.execute("PRAGMA synchronous = NORMAL")  # safe with WAL; a crash loses no commit
         cur.execute("PRAGMA foreign_keys = ON")
         cur.close()
@@ -116,6 +117,20 @@ def _configure_sqlite(engine: Engine) -> None:
     def _on_begin(conn: Connection) -> None:
         mode = conn.get_execution_options().get(_BEGIN_OPTION, "IMMEDIATE")
         conn.exec_driver_sql(f"BEGIN {mode}")
+
+
+def _set_wal(cur: sqlite3.Cursor) -> None:
+    # Switching a brand-new file to WAL needs an exclusive lock, and SQLite does not run the busy
+    # handler for it: two processes opening a new database at once would otherwise fail at once.
+    deadline = time.monotonic() + BUSY_TIMEOUT_S
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 def open_database(url_or_path: str | Path, *, migrations_dir: Path | None = None) -> Database:

@@ -1,0 +1,376 @@
+"""Model bundles: a folder with `model.toml` (the card) and a weights file.
+
+Example card::
+
+    name = "dr-resnet18"
+    architecture = "timm:resnet18"          # or "torchvision:<name>" or "package.module:factory"
+    classes = ["no_dr", "dr"]
+    input_size = [224, 224]                 # [h, w]
+    resize = "resize"                       # "resize" | "center_crop" | "letterbox"
+    crop_pct = 0.875                        # used by center_crop
+    mean = [0.485, 0.456, 0.406]
+    std = [0.229, 0.224, 0.225]
+    target_layers = ["layer4[-1]"]          # optional; family default otherwise
+    weights = "model.safetensors"
+    description = "..."
+
+    [training]                              # free-form, kept in ModelCard.extra["training"]
+    epochs = 10
+
+An optional `[model_kwargs]` table is passed to the model constructor (e.g. `drop_rate`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+import tomllib
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from fundus_review.core.transform import POLICIES
+from fundus_review.errors import BundleError
+from fundus_review.inference.architectures import build_architecture, split_architecture
+from fundus_review.inference.toml_writer import dump_toml
+from fundus_review.inference.weights import (
+    WEIGHT_SUFFIXES,
+    WeightsError,
+    file_sha256,
+    load_into,
+    read_weights,
+)
+
+CARD_FILE = "model.toml"
+WEIGHTS_FILE = "model.safetensors"
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+MIN_INPUT, MAX_INPUT = 16, 4096
+_KNOWN_FIELDS = {
+    "name", "architecture", "classes", "input_size", "resize", "crop_pct",
+    "mean", "std", "target_layers", "weights", "description",
+}  # fmt: skip
+
+
+@dataclass
+class ModelCard:
+    name: str
+    architecture: str
+    classes: list[str]
+    input_size: tuple[int, int]  # (h, w)
+    resize: str = "resize"
+    crop_pct: float = 0.875
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    target_layers: list[str] = field(default_factory=list)
+    weights: str = WEIGHTS_FILE
+    description: str = ""
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Normalise types and raise ValueError with the first problem found."""
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ValueError("`name` must be a non-empty string")
+        if not isinstance(self.architecture, str):
+            raise ValueError("`architecture` must be a string")
+        split_architecture(self.architecture)
+        classes = self.classes
+        if not isinstance(classes, list | tuple) or not classes:
+            raise ValueError("`classes` must be a non-empty list of class names")
+        if not all(isinstance(c, str) and c.strip() for c in classes):
+            raise ValueError("`classes` must contain non-empty strings")
+        if len(set(classes)) != len(classes):
+            raise ValueError(f"`classes` has duplicates: {list(classes)}")
+        self.classes = list(classes)
+        self.input_size = _input_size(self.input_size)
+        if self.resize not in POLICIES:
+            raise ValueError(f"`resize` is {self.resize!r}; expected one of {', '.join(POLICIES)}")
+        if not isinstance(self.crop_pct, int | float) or not 0.0 < self.crop_pct <= 1.0:
+            raise ValueError(f"`crop_pct` must be a number in (0, 1], got {self.crop_pct!r}")
+        self.crop_pct = float(self.crop_pct)
+        self.mean = _triple("mean", self.mean)
+        self.std = _triple("std", self.std)
+        if min(self.std) <= 0:
+            raise ValueError(f"`std` values must be > 0, got {list(self.std)}")
+        layers = [self.target_layers] if isinstance(self.target_layers, str) else self.target_layers
+        if not isinstance(layers, list | tuple) or not all(isinstance(t, str) for t in layers):
+            raise ValueError("`target_layers` must be a list of module paths")
+        self.target_layers = list(layers)
+        w = self.weights
+        if not isinstance(w, str) or not w or Path(w).is_absolute() or ".." in Path(w).parts:
+            raise ValueError(f"`weights` must be a file name inside the bundle, got {w!r}")
+        if not isinstance(self.description, str):
+            raise ValueError("`description` must be a string")
+        if not isinstance(self.extra, dict):
+            raise ValueError("`extra` must be a dict")
+
+    def to_dict(self) -> dict:
+        """The TOML document: known fields first, then the free-form extra tables/keys."""
+        doc = {
+            "name": self.name,
+            "architecture": self.architecture,
+            "classes": list(self.classes),
+            "input_size": list(self.input_size),
+            "resize": self.resize,
+            "crop_pct": self.crop_pct,
+            "mean": list(self.mean),
+            "std": list(self.std),
+            "target_layers": list(self.target_layers),
+            "weights": self.weights,
+            "description": self.description,
+        }
+        doc.update(self.extra)
+        return doc
+
+    @classmethod
+    def from_dict(cls, doc: dict, default_name: str = "model") -> ModelCard:
+        missing = [k for k in ("architecture", "classes", "input_size") if k not in doc]
+        if missing:
+            raise ValueError(f"missing required field(s): {', '.join(missing)}")
+        known = {f.name for f in fields(cls)} - {"extra"}
+        kwargs = {k: v for k, v in doc.items() if k in known}
+        kwargs.setdefault("name", default_name)
+        extra = {k: v for k, v in doc.items() if k not in known}
+        return cls(**kwargs, extra=extra)
+
+
+def _input_size(value: object) -> tuple[int, int]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = (value, value)
+    if (
+        not isinstance(value, list | tuple)
+        or len(value) != 2
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    ):
+        raise ValueError(f"`input_size` must be [height, width] in pixels, got {value!r}")
+    h, w = value
+    if not (MIN_INPUT <= h <= MAX_INPUT and MIN_INPUT <= w <= MAX_INPUT):
+        raise ValueError(
+            f"`input_size` {[h, w]} is not acceptable: each side must be {MIN_INPUT}..{MAX_INPUT}"
+        )
+    return int(h), int(w)
+
+
+def _triple(name: str, value: object) -> tuple[float, float, float]:
+    if (
+        not isinstance(value, list | tuple)
+        or len(value) != 3
+        or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
+    ):
+        raise ValueError(f"`{name}` must be three numbers (R, G, B), got {value!r}")
+    return (float(value[0]), float(value[1]), float(value[2]))
+
+
+@dataclass
+class ModelBundle:
+    path: Path
+    card: ModelCard
+    weights_path: Path
+    weights_sha256: str
+
+    def build_model(
+        self, device: str | torch.device = "cpu", check_input: bool = True
+    ) -> nn.Module:
+        """The network in eval mode with the bundle's weights, on `device`.
+
+        With `check_input`, one dummy forward proves the card's input size is accepted and the
+        output has one logit per class (a clear error now beats a cryptic one mid-run).
+        """
+        card = self.card
+        kwargs = card.extra.get("model_kwargs", {})
+        try:
+            model = build_architecture(
+                card.architecture, len(card.classes), card.input_size, kwargs
+            )
+        except Exception as exc:  # noqa: BLE001 - any constructor failure is the bundle's problem
+            raise BundleError(
+                f"bundle {self.path}: cannot build architecture {card.architecture!r}: {exc}"
+            ) from exc
+        try:
+            load_into(model, read_weights(self.weights_path), card.classes)
+        except WeightsError as exc:
+            raise BundleError(f"bundle {self.path} ({self.weights_path.name}): {exc}") from exc
+        model.eval()
+        model.to(device)
+        if check_input:
+            self._check_forward(model, device)
+        return model
+
+    def _check_forward(self, model: nn.Module, device: str | torch.device) -> None:
+        h, w = self.card.input_size
+        try:
+            with torch.no_grad():
+                out = model(torch.zeros(1, 3, h, w, device=device))
+        except Exception as exc:  # noqa: BLE001 - report the size problem, not a traceback
+            raise BundleError(
+                f"bundle {self.path}: the model does not accept input_size {[h, w]}: "
+                f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
+            ) from exc
+        n = len(self.card.classes)
+        if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, n):
+            shape = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise BundleError(
+                f"bundle {self.path}: the model outputs {shape} for one image, "
+                f"but the card lists {n} classes"
+            )
+
+    def target_layer_paths(self, model: nn.Module) -> list[str]:
+        """The card's target layers, or the family default when the card names none."""
+        from fundus_review.inference.layers import default_target_layers
+
+        return list(self.card.target_layers) or default_target_layers(
+            model, self.card.architecture, self.card.input_size
+        )
+
+
+def _find_weights(folder: Path) -> str:
+    found = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in WEIGHT_SUFFIXES)
+    if WEIGHTS_FILE in found:
+        return WEIGHTS_FILE
+    if len(found) == 1:
+        return found[0]
+    what = f"several weight files ({', '.join(found)})" if found else "no weights file"
+    raise BundleError(f"bundle {folder}: the card names no `weights` and the folder has {what}")
+
+
+def load_bundle(path: str | os.PathLike) -> ModelBundle:
+    """Read and check a bundle folder (or its model.toml). Raises BundleError."""
+    path = Path(path)
+    folder = path.parent if path.name == CARD_FILE else path
+    if not folder.is_dir():
+        raise BundleError(f"bundle {folder}: no such folder")
+    card_path = folder / CARD_FILE
+    if not card_path.is_file():
+        present = ", ".join(sorted(p.name for p in folder.iterdir())[:10]) or "nothing"
+        raise BundleError(f"bundle {folder}: no {CARD_FILE} (the folder holds: {present})")
+    try:
+        doc = tomllib.loads(card_path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise BundleError(f"{card_path}: invalid TOML: {exc}") from exc
+    if "weights" not in doc:
+        doc["weights"] = _find_weights(folder)
+    try:
+        card = ModelCard.from_dict(doc, default_name=folder.name)
+    except (ValueError, TypeError) as exc:
+        raise BundleError(f"{card_path}: {exc}") from exc
+    weights_path = folder / card.weights
+    if not weights_path.is_file():
+        present = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in WEIGHT_SUFFIXES)
+        raise BundleError(
+            f"bundle {folder}: weights file {card.weights!r} not found"
+            + (f" (weight files present: {', '.join(present)})" if present else "")
+        )
+    return ModelBundle(
+        path=folder, card=card, weights_path=weights_path, weights_sha256=file_sha256(weights_path)
+    )
+
+
+def _tensors_for_saving(
+    state_dict: dict[str, torch.Tensor], dtype: torch.dtype | None
+) -> dict[str, torch.Tensor]:
+    out = {}
+    for key, value in state_dict.items():
+        if not isinstance(value, torch.Tensor):
+            raise BundleError(f"state_dict entry {key!r} is a {type(value).__name__}, not a tensor")
+        t = value.detach().to("cpu")
+        if dtype is not None and t.is_floating_point():
+            t = t.to(dtype)
+        # clone: safetensors refuses tensors that share storage (tied weights, views).
+        out[key] = t.contiguous().clone()
+    return out
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_bundle(
+    path: str | os.PathLike,
+    card: ModelCard,
+    state_dict: dict[str, torch.Tensor],
+    dtype: torch.dtype | None = None,
+) -> ModelBundle:
+    """Write `model.toml` + `model.safetensors` into folder `path`; returns the loaded bundle.
+
+    A new folder appears complete or not at all (built beside it, then renamed). In an existing
+    folder the weights are replaced first and the card last, each atomically, so other files in
+    it (training logs) survive. `dtype=torch.float16` halves the file; loading converts back.
+    """
+    from safetensors.torch import save
+
+    folder = Path(path)
+    card = replace(card, weights=WEIGHTS_FILE, extra=dict(card.extra))
+    weights_bytes = save(_tensors_for_saving(state_dict, dtype), metadata={"format": "pt"})
+    card_text = dump_toml(card.to_dict())
+    if folder.is_dir():
+        _atomic_write_bytes(folder / WEIGHTS_FILE, weights_bytes)
+        _atomic_write_bytes(folder / CARD_FILE, card_text.encode("utf-8"))
+    else:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+        try:
+            (tmp / WEIGHTS_FILE).write_bytes(weights_bytes)
+            (tmp / CARD_FILE).write_text(card_text, encoding="utf-8")
+            os.replace(tmp, folder)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return load_bundle(folder)
+
+
+def _short(value: object, limit: int = 100) -> str:
+    text = repr(value) if not isinstance(value, str) else value
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def describe_bundle(bundle: ModelBundle, device: str | torch.device = "cpu") -> str:
+    """What `fundus-review model inspect BUNDLE` prints."""
+    from fundus_review.inference.architectures import count_parameters, find_head
+    from fundus_review.inference.layers import candidate_layers
+
+    card = bundle.card
+    model = bundle.build_model(device)
+    head = find_head(model)
+    lines = [
+        f"Bundle:        {bundle.path}",
+        f"Name:          {card.name}",
+        f"Architecture:  {card.architecture}",
+        f"Classes ({len(card.classes)}):   {', '.join(card.classes)}",
+        f"Input size:    {card.input_size[0]} x {card.input_size[1]} (h x w), "
+        f"resize={card.resize}"
+        + (f", crop_pct={card.crop_pct}" if card.resize == "center_crop" else ""),
+        f"Mean / std:    {list(card.mean)} / {list(card.std)}",
+        f"Weights:       {bundle.weights_path.name} (sha256 {bundle.weights_sha256})",
+        f"Parameters:    {count_parameters(model):,}",
+        f"Head:          {head[0] if head else 'not found'}",
+    ]
+    if card.description:
+        lines.append(f"Description:   {card.description}")
+    layers = bundle.target_layer_paths(model)
+    source = "card" if card.target_layers else "family default"
+    lines.append(f"Target layers: {', '.join(layers)} ({source})")
+    for key, value in card.extra.items():
+        if isinstance(value, dict):
+            lines.append(f"[{key}]")
+            lines.extend(f"  {k} = {_short(v)}" for k, v in value.items())
+        else:
+            lines.append(f"{key} = {_short(value)}")
+    lines.append("Candidate target layers (module path, output shape per image):")
+    for name, shape in candidate_layers(model, card.input_size):
+        lines.append(f"  {name:<40} {tuple(shape)}")
+    return "\n".join(lines)

@@ -1,0 +1,269 @@
+"""The single-pass path: one forward, one short backward, every gradient CAM from it.
+
+pytorch-grad-cam runs a full backward pass through the whole network (parameter gradients
+included) for each method. A class-activation map needs only d(score)/d(activation) at the target
+layers, so here:
+
+- the model's parameters do not require gradients (the caller freezes them), hence nothing below
+  the lowest target layer records an autograd graph;
+- the lowest target layer's output is replaced by a fresh leaf tensor that requires grad, so the
+  graph spans only the layers between it and the class scores;
+- one ``torch.autograd.grad`` call returns the gradients at every target layer, and every
+  requested method is computed from the same activations and gradients, batched on the model's
+  device, with the library's post-processing (ReLU, per-image min-max, bilinear resize, layer mean).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from pytorch_grad_cam.utils.model_targets import FinerWeightedTarget
+
+from fundus_review.inference.cam_methods import CamError
+
+# FinerCAM's defaults in pytorch-grad-cam 1.5.7 (FinerCAM.forward).
+FINER_COMPARISON_CATEGORIES = (1, 2, 3)
+FINER_ALPHA = 1.0
+
+
+@dataclass
+class PassResult:
+    logits: torch.Tensor  # (B, C), detached
+    target_index: torch.Tensor  # (B,) long
+    activations: list[torch.Tensor]  # per target layer, after reshape_transform
+    gradients: list[torch.Tensor] | None  # d(sum of target scores)/d(activation), per layer
+    finer_gradients: list[torch.Tensor] | None  # the same for the Finer-CAM target
+
+
+class _LayerCapture:
+    """Forward hooks that turn target-layer outputs into the tensors we differentiate against."""
+
+    def __init__(self, layers: Sequence[torch.nn.Module]) -> None:
+        self.tensors: list[torch.Tensor | None] = [None] * len(layers)
+        self.calls = [0] * len(layers)
+        self.handles = [
+            layer.register_forward_hook(self._hook(i)) for i, layer in enumerate(layers)
+        ]
+
+    def _hook(self, index: int) -> Callable:
+        def hook(module: torch.nn.Module, inputs: object, output: object) -> torch.Tensor | None:
+            self.calls[index] += 1
+            if self.calls[index] > 1:
+                return None
+            if not isinstance(output, torch.Tensor):
+                raise CamError(
+                    f"target layer {type(module).__name__} returns {type(output).__name__}, "
+                    "not a tensor; choose a layer whose output is a feature map"
+                )
+            if torch.is_grad_enabled() and not output.requires_grad:
+                # Nothing below this layer reached it through autograd (frozen parameters), so it
+                # becomes the root of the only graph recorded in this pass.
+                captured = output.detach().requires_grad_(True)
+            else:
+                captured = output
+            self.tensors[index] = captured
+            # The network continues on a copy: an in-place op after the layer (ReLU(inplace),
+            # "out += identity") would otherwise fail on a leaf or alter the captured activation.
+            return captured.clone()
+
+        return hook
+
+    def release(self) -> None:
+        for handle in self.handles:
+            handle.remove()
+        self.handles.clear()
+
+
+def _finer_targets(logits: torch.Tensor, targets: torch.Tensor | None) -> list[FinerWeightedTarget]:
+    """Finer-CAM's per-image targets exactly as FinerCAM.forward builds them.
+
+    With explicit targets, the library's ``target_idx`` logic is applied per image, so the map
+    contrasts the requested class with the classes the model finds most similar to it.
+    """
+    output = logits.detach().cpu().numpy()
+    num_classes = output.shape[-1]
+    if num_classes < 2:
+        raise CamError("finercam needs a model with at least two classes")
+    comparison = list(FINER_COMPARISON_CATEGORIES[: max(num_classes - 1, 0)])
+    if targets is None:
+        target_logits = np.max(output, axis=-1)
+    else:
+        target_logits = output[np.arange(len(output)), targets.cpu().numpy()]
+    order = np.argsort(np.abs(output - target_logits[:, None]), axis=-1)
+    return [
+        FinerWeightedTarget(int(order[i, 0]), [int(order[i, k]) for k in comparison], FINER_ALPHA)
+        for i in range(len(output))
+    ]
+
+
+def single_pass(
+    model: torch.nn.Module,
+    layers: Sequence[torch.nn.Module],
+    batch: torch.Tensor,
+    targets: torch.Tensor | None,
+    *,
+    need_gradients: bool,
+    need_finer: bool,
+    reshape_transform: Callable | None,
+) -> PassResult:
+    """Run the model once and return logits, activations and the gradients the methods need.
+
+    The caller has put the model in eval mode with frozen parameters; in eval mode the images of
+    a batch are independent, so the gradient of the batch sum of target scores is, image by image,
+    the gradient of that image's own score.
+    """
+    capture = _LayerCapture(layers)
+    try:
+        with torch.set_grad_enabled(need_gradients or need_finer):
+            logits = model(batch)
+    finally:
+        capture.release()
+
+    for i, count in enumerate(capture.calls):
+        if count != 1:
+            name = type(layers[i]).__name__
+            raise CamError(
+                f"target layer #{i} ({name}) ran {count} times in one forward pass; "
+                "choose a layer that runs exactly once"
+            )
+    if not isinstance(logits, torch.Tensor) or logits.ndim != 2:
+        raise CamError(
+            "the model must return class scores of shape (batch, classes); "
+            f"it returned {type(logits).__name__}"
+            + (f" of shape {tuple(logits.shape)}" if isinstance(logits, torch.Tensor) else "")
+        )
+    if targets is not None and int(targets.max()) >= logits.shape[1]:
+        raise CamError(
+            f"target class {int(targets.max())} does not exist: the model has "
+            f"{logits.shape[1]} classes"
+        )
+    target_index = logits.detach().argmax(dim=1) if targets is None else targets
+    tensors = [t for t in capture.tensors if t is not None]
+
+    def grads_of(score: torch.Tensor, retain: bool) -> list[torch.Tensor]:
+        if not score.requires_grad:
+            raise CamError(
+                "the class scores do not depend on the target layers; "
+                "is the model computing them without autograd?"
+            )
+        found = torch.autograd.grad(score, tensors, retain_graph=retain, allow_unused=True)
+        # A layer that does not influence the scores has zero gradient, not a missing one.
+        return [
+            torch.zeros_like(t) if g is None else g for g, t in zip(found, tensors, strict=False)
+        ]
+
+    gradients = finer = None
+    if need_gradients:
+        score = logits.gather(1, target_index[:, None]).sum()
+        gradients = grads_of(score, retain=need_finer)
+    if need_finer:
+        finer_targets = _finer_targets(logits, targets)
+        score = torch.stack([t(row) for t, row in zip(finer_targets, logits, strict=False)]).sum()
+        finer = grads_of(score, retain=False)
+
+    def reshaped(values: list[torch.Tensor] | None) -> list[torch.Tensor] | None:
+        if values is None:
+            return None
+        values = [v.detach() for v in values]
+        if reshape_transform is not None:
+            values = [reshape_transform(v) for v in values]
+        return [v.float() for v in values]
+
+    return PassResult(
+        logits=logits.detach(),
+        target_index=target_index,
+        activations=reshaped(tensors),
+        gradients=reshaped(gradients),
+        finer_gradients=reshaped(finer),
+    )
+
+
+# --- the gradient methods, batched: (B, C, h, w) activations and gradients -> (B, h, w) maps ---
+# Each reproduces the library's get_cam_weights / get_cam_image for 2-D feature maps.
+
+
+def _weighted(weights: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
+    return (weights[:, :, None, None] * act).sum(dim=1)
+
+
+def _gradcam(act: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    return _weighted(grad.mean(dim=(2, 3)), act)
+
+
+def _hirescam(act: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    return (grad * act).sum(dim=1)
+
+
+def _gradcam_plusplus(act: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    grads_2 = grad * grad
+    grads_3 = grads_2 * grad
+    sum_act = act.sum(dim=(2, 3), keepdim=True)
+    aij = grads_2 / (2 * grads_2 + sum_act * grads_3 + 0.000001)
+    aij = torch.where(grad != 0, aij, torch.zeros_like(aij))
+    weights = (grad.clamp(min=0) * aij).sum(dim=(2, 3))
+    return _weighted(weights, act)
+
+
+def _xgradcam(act: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    sum_act = act.sum(dim=(2, 3), keepdim=True)
+    weights = (grad * act / (sum_act + 1e-7)).sum(dim=(2, 3))
+    return _weighted(weights, act)
+
+
+def _layercam(act: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    return (grad.clamp(min=0) * act).sum(dim=1)
+
+
+def _gradcam_elementwise(act: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
+    return (grad * act).clamp(min=0).sum(dim=1)
+
+
+TORCH_CAMS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+    "gradcam": _gradcam,
+    "hirescam": _hirescam,
+    "gradcam++": _gradcam_plusplus,
+    "xgradcam": _xgradcam,
+    "layercam": _layercam,
+    "gradcamelementwise": _gradcam_elementwise,
+}
+
+
+# --- post-processing, batched: pytorch_grad_cam.utils.image.scale_cam_image and BaseCAM ---
+
+
+def scale_maps(maps: torch.Tensor, size: tuple[int, int] | None = None) -> torch.Tensor:
+    """Per-map min-max scaling, then (optionally) bilinear resize to size=(h, w).
+
+    The library's order: normalise first, then cv2.resize(INTER_LINEAR), whose sampling grid
+    (pixel centres, edge clamping) is F.interpolate(bilinear, align_corners=False).
+    """
+    low = maps.amin(dim=(-2, -1), keepdim=True)
+    maps = maps - low
+    maps = maps / (1e-7 + maps.amax(dim=(-2, -1), keepdim=True))
+    if size is not None and tuple(maps.shape[-2:]) != tuple(size):
+        maps = F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
+    return maps
+
+
+def layer_map(cam: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """BaseCAM.compute_cam_per_layer for one layer: ReLU, scale, resize to the input size."""
+    return scale_maps(cam.clamp(min=0), size)
+
+
+def aggregate_layers(per_layer: Sequence[torch.Tensor]) -> torch.Tensor:
+    """BaseCAM.aggregate_multi_layers: ReLU, mean over layers, scale again."""
+    stacked = torch.stack(list(per_layer), dim=1).clamp(min=0)
+    return scale_maps(stacked.mean(dim=1))
+
+
+def check_feature_map(act: torch.Tensor, layer_number: int) -> None:
+    if act.ndim != 4:
+        raise CamError(
+            f"target layer #{layer_number} gives activations of shape {tuple(act.shape)}; "
+            "a (batch, channels, height, width) feature map is needed (for a transformer, "
+            "pass the reshape_transform of its architecture)"
+        )
