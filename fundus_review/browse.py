@@ -1,0 +1,240 @@
+"""The dataset browser without Qt: one row per image, filtering and sorting.
+
+The GUI's list model only maps row numbers onto `BrowserState.visible`; everything a reviewer can
+filter or sort by lives here so it is tested without a display. Rows are plain values loaded in a
+handful of bulk queries (see `fundus_review.viewdata.load_browse_rows`), so a 10,000-image dataset
+filters and sorts in milliseconds.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import PurePosixPath
+from typing import Any
+
+REVIEW_STATUSES = ("unreviewed", "in_progress", "done", "flagged")
+CORRECTNESS = ("all", "correct", "misclassified", "unlabelled", "unpredicted")
+SORT_KEYS = ("name", "label", "prediction", "confidence", "score", "status", "correct")
+
+
+@dataclass(frozen=True)
+class BrowseRow:
+    image_id: int
+    rel_path: str
+    label: str | None = None  # true label, None when the dataset has none for this image
+    prediction: str | None = None  # predicted class of the current model, None before a run
+    confidence: float | None = None  # softmax probability of the predicted class
+    status: str = "unreviewed"  # review status of the current reviewer (REVIEW_STATUSES)
+    structures: frozenset[str] = frozenset()  # structures with at least one expert region
+    reviewers: frozenset[str] = frozenset()  # who drew regions or reviewed this image
+    score: float | None = None  # the badge: the chosen metric vs the chosen structure
+    has_heatmap: bool = False  # a heatmap of the current CAM run exists
+
+    @property
+    def name(self) -> str:
+        return PurePosixPath(self.rel_path).name
+
+    @property
+    def correct(self) -> bool | None:
+        """True/False when both the true label and a prediction exist, else None."""
+        if self.label is None or self.prediction is None:
+            return None
+        return self.label == self.prediction
+
+
+@dataclass(frozen=True)
+class BrowseFilter:
+    """Every criterion is optional; an empty filter keeps every row.
+
+    Ranges are inclusive. A row without a value (no prediction yet, no score) fails any range
+    filter on that value: asking for "confidence 0.9-1.0" means "predicted with >= 90 %".
+    """
+
+    text: str = ""  # case-insensitive substring of the relative path
+    labels: frozenset[str] | None = None
+    predictions: frozenset[str] | None = None
+    correctness: str = "all"  # one of CORRECTNESS
+    confidence: tuple[float, float] | None = None
+    score: tuple[float, float] | None = None
+    statuses: frozenset[str] | None = None
+    structure: str | None = None  # only images with regions of this structure
+    reviewer: str | None = None  # only images this reviewer annotated or reviewed
+    has_heatmap: bool | None = None
+
+    def __post_init__(self) -> None:
+        if self.correctness not in CORRECTNESS:
+            raise ValueError(f"correctness must be one of {CORRECTNESS}, got {self.correctness!r}")
+        for name in ("confidence", "score"):
+            rng = getattr(self, name)
+            if rng is not None and not (rng[0] <= rng[1]):
+                raise ValueError(f"{name} range {rng} is empty (low > high)")
+
+    def is_empty(self) -> bool:
+        return self == BrowseFilter()
+
+    def accepts(self, row: BrowseRow) -> bool:
+        if self.text and self.text.lower() not in row.rel_path.lower():
+            return False
+        if self.labels is not None and row.label not in self.labels:
+            return False
+        if self.predictions is not None and row.prediction not in self.predictions:
+            return False
+        if not _correctness_ok(self.correctness, row):
+            return False
+        if self.confidence is not None and not _in_range(row.confidence, self.confidence):
+            return False
+        if self.score is not None and not _in_range(row.score, self.score):
+            return False
+        if self.statuses is not None and row.status not in self.statuses:
+            return False
+        if self.structure is not None and self.structure not in row.structures:
+            return False
+        if self.reviewer is not None and self.reviewer not in row.reviewers:
+            return False
+        return self.has_heatmap is None or row.has_heatmap == self.has_heatmap
+
+
+def _in_range(value: float | None, rng: tuple[float, float]) -> bool:
+    return value is not None and not math.isnan(value) and rng[0] <= value <= rng[1]
+
+
+def _correctness_ok(mode: str, row: BrowseRow) -> bool:
+    if mode == "all":
+        return True
+    if mode == "unlabelled":
+        return row.label is None
+    if mode == "unpredicted":
+        return row.prediction is None
+    correct = row.correct
+    if correct is None:
+        return False
+    return correct if mode == "correct" else not correct
+
+
+def _sort_value(row: BrowseRow, key: str) -> Any:
+    if key == "name":
+        return row.rel_path.lower()
+    if key == "label":
+        return row.label
+    if key == "prediction":
+        return row.prediction
+    if key == "confidence":
+        return row.confidence
+    if key == "score":
+        return None if row.score is None or math.isnan(row.score) else row.score
+    if key == "status":
+        return REVIEW_STATUSES.index(row.status) if row.status in REVIEW_STATUSES else None
+    if key == "correct":
+        return None if row.correct is None else int(row.correct)
+    raise ValueError(f"unknown sort key {key!r}; expected one of {SORT_KEYS}")
+
+
+def ordered_indices(
+    rows: Sequence[BrowseRow],
+    filt: BrowseFilter | None = None,
+    sort_key: str = "name",
+    descending: bool = False,
+) -> list[int]:
+    """Indices into `rows` that pass `filt`, sorted by `sort_key`.
+
+    Rows without a value for the sort key always come last, in either direction, because a
+    reviewer sorting by confidence wants the least confident *predicted* images first, not the
+    ones that were never run. Ties keep the path order so the list never jumps between refreshes.
+    """
+    if sort_key not in SORT_KEYS:
+        raise ValueError(f"unknown sort key {sort_key!r}; expected one of {SORT_KEYS}")
+    keep = [i for i, r in enumerate(rows) if filt is None or filt.accepts(r)]
+    # Stable two-pass sort: by path first, then by the key.
+    keep.sort(key=lambda i: rows[i].rel_path.lower())
+    present = [i for i in keep if _sort_value(rows[i], sort_key) is not None]
+    missing = [i for i in keep if _sort_value(rows[i], sort_key) is None]
+    present.sort(key=lambda i: _sort_value(rows[i], sort_key), reverse=descending)
+    return present + missing
+
+
+@dataclass
+class BrowserState:
+    """Rows + filter + sort + the current image: what the browser shows, minus the pixels."""
+
+    rows: list[BrowseRow] = field(default_factory=list)
+    filter: BrowseFilter = field(default_factory=BrowseFilter)
+    sort_key: str = "name"
+    descending: bool = False
+    visible: list[int] = field(default_factory=list)
+    current_id: int | None = None
+
+    def __post_init__(self) -> None:
+        self.refresh()
+
+    def refresh(self) -> None:
+        self.visible = ordered_indices(self.rows, self.filter, self.sort_key, self.descending)
+
+    def set_rows(self, rows: list[BrowseRow]) -> None:
+        self.rows = list(rows)
+        self.refresh()
+
+    def set_filter(self, filt: BrowseFilter) -> None:
+        self.filter = filt
+        self.refresh()
+
+    def set_sort(self, key: str, descending: bool = False) -> None:
+        if key not in SORT_KEYS:
+            raise ValueError(f"unknown sort key {key!r}; expected one of {SORT_KEYS}")
+        self.sort_key, self.descending = key, descending
+        self.refresh()
+
+    def update_rows(self, changed: dict[int, BrowseRow]) -> None:
+        """Replace rows by image id (e.g. new predictions arriving while a job runs)."""
+        if not changed:
+            return
+        self.rows = [changed.get(r.image_id, r) for r in self.rows]
+        self.refresh()
+
+    def row_at(self, position: int) -> BrowseRow:
+        return self.rows[self.visible[position]]
+
+    def position_of(self, image_id: int | None) -> int | None:
+        if image_id is None:
+            return None
+        for pos, idx in enumerate(self.visible):
+            if self.rows[idx].image_id == image_id:
+                return pos
+        return None
+
+    def visible_ids(self) -> list[int]:
+        return [self.rows[i].image_id for i in self.visible]
+
+    def step(self, delta: int) -> int | None:
+        """Move the current image by `delta` visible rows (clamped); returns the new image id."""
+        if not self.visible:
+            self.current_id = None
+            return None
+        pos = self.position_of(self.current_id)
+        new = 0 if pos is None else min(max(pos + delta, 0), len(self.visible) - 1)
+        self.current_id = self.row_at(new).image_id
+        return self.current_id
+
+    def distinct(self, attr: str) -> list[str]:
+        """Sorted distinct non-empty values of a text attribute (filter choices)."""
+        values: set[str] = set()
+        for r in self.rows:
+            v = getattr(r, attr)
+            if isinstance(v, frozenset):
+                values |= v
+            elif v is not None:
+                values.add(v)
+        return sorted(values)
+
+
+def with_score(rows: Sequence[BrowseRow], scores: dict[int, float | None]) -> list[BrowseRow]:
+    """Rows with their badge score replaced (the user picked another metric or structure)."""
+    return [replace(r, score=scores.get(r.image_id)) for r in rows]
+
+
+def format_badge(score: float | None, fmt: Callable[[float], str] | None = None) -> str:
+    """Short text for the score badge: '0.73', or '' when there is no score."""
+    if score is None or math.isnan(score):
+        return ""
+    return fmt(score) if fmt else f"{score:.2f}"

@@ -1,0 +1,182 @@
+"""What the window has open (database, dataset, model, CAM run) and the blocking loads it needs.
+
+No Qt here: these functions run on pool threads and are called directly by tests. Each database
+call opens its own short session, so they are safe beside a running analysis.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from fundus_review.analysis import AnalysisRequest
+from fundus_review.browse import BrowseRow
+from fundus_review.errors import FundusReviewError
+from fundus_review.paths import cache_dir, shipped_models_dir
+from fundus_review.store.db import Database, open_database
+from fundus_review.viewdata import (
+    DatasetInfo,
+    ImageDetail,
+    RunInfo,
+    find_dataset_id,
+    image_detail,
+    image_files,
+    list_datasets,
+    list_models,
+    list_runs,
+    load_browse_rows,
+)
+
+
+class Session:
+    def __init__(self) -> None:
+        self.db: Database | None = None
+        self.db_path: str | None = None
+        self.dataset_id: int | None = None
+        self.bundle: Path | None = None
+        self.model_id: int | None = None
+        self.run_id: int | None = None
+        self.reviewer: str | None = None
+        self.badge: tuple[str, str] | None = ("pointing_hit", "optic_disc")  # (metric, structure)
+        self.batch_size = 16
+
+    # -- database / dataset -------------------------------------------------------------
+    def open_db(self, path: str | Path) -> None:
+        db = open_database(path)
+        if self.db is not None:
+            self.db.close()
+        self.db, self.db_path = db, db.display_name
+        self.dataset_id = self.model_id = self.run_id = None
+
+    def _need_db(self) -> Database:
+        if self.db is None:
+            raise FundusReviewError("no database is open (File ▸ Open database)")
+        return self.db
+
+    def first_dataset(self) -> DatasetInfo | None:
+        datasets = list_datasets(self._need_db())
+        return datasets[0] if datasets else None
+
+    def dataset_id_for(self, root: Path) -> int | None:
+        return find_dataset_id(self._need_db(), root)
+
+    @property
+    def dataset_root(self) -> Path | None:
+        if self.db is None or self.dataset_id is None:
+            return None
+        for ds in list_datasets(self.db):
+            if ds.id == self.dataset_id:
+                return Path(ds.root)
+        return None
+
+    def register(self, folder: Path, labels_csv=None, masks_dir=None) -> tuple[int, list, int]:
+        """Scan + register (+ import masks from masks_dir or <folder>/masks); returns the id."""
+        from fundus_review.importing import import_masks, register_dataset
+
+        db = self._need_db()
+        reg = register_dataset(db, folder, labels_csv)
+        masks = masks_dir or (reg.root / "masks" if (reg.root / "masks").is_dir() else None)
+        n_masks = 0
+        if masks is not None:
+            summary = import_masks(db, reg, masks, self.reviewer or "reference")
+            reg.problems.extend(summary.problems)
+            n_masks = summary.imported
+        return reg.dataset_id, reg.problems, n_masks
+
+    def rows(self, with_files: bool) -> tuple[list[BrowseRow], dict | None]:
+        db = self._need_db()
+        metric, structure = self.badge or (None, None)
+        rows = load_browse_rows(
+            db, self.dataset_id, self.model_id, self.run_id, self.reviewer, metric, structure
+        )
+        return rows, image_files(db, self.dataset_id) if with_files else None
+
+    # -- model ---------------------------------------------------------------------------
+    def bundle_choices(self) -> list[tuple[str, Path]]:
+        """Shipped bundles, then every bundle the database has results of (deduplicated)."""
+        out: dict[str, tuple[str, Path]] = {}
+        shipped = shipped_models_dir()
+        if shipped.is_dir():
+            for card in sorted(shipped.glob("*/model.toml")):
+                out[str(card.parent.resolve())] = (card.parent.name, card.parent.resolve())
+        if self.db is not None:
+            for m in list_models(self.db):
+                key = str(Path(m.bundle_path).resolve())
+                out.setdefault(key, (f"{m.name} ({Path(m.bundle_path).name})", Path(key)))
+        return list(out.values())
+
+    def set_bundle(self, path: Path | None) -> None:
+        self.bundle = None if path is None else Path(path).resolve()
+        self.refresh_model()
+
+    def refresh_model(self) -> None:
+        """The stored model whose results belong to the chosen bundle (newest record wins)."""
+        self.model_id = None
+        if self.db is None or self.bundle is None:
+            return
+        for m in list_models(self.db):
+            if Path(m.bundle_path).resolve() == self.bundle:
+                self.model_id = m.id
+
+    def runs(self) -> list[RunInfo]:
+        if self.db is None or self.model_id is None:
+            return []
+        return list_runs(self.db, self.model_id)
+
+    def analysis_request(
+        self, methods: list[str], layers: list[str] | None, target: str, image_ids: list[int] | None
+    ) -> AnalysisRequest:
+        root = self.dataset_root
+        if root is None:
+            raise FundusReviewError("open a dataset first (File ▸ Open dataset folder)")
+        if self.bundle is None:
+            raise FundusReviewError("choose a model bundle first")
+        if not methods:
+            raise FundusReviewError("tick at least one CAM method")
+        return AnalysisRequest(
+            dataset=root,
+            bundle=self.bundle,
+            methods=methods,
+            db=self.db_path,
+            layers=layers,
+            target=target or "predicted",
+            image_ids=image_ids,
+            batch_size=self.batch_size,
+            # Masks were imported when the dataset was opened; do not re-import on every run.
+            masks_dir=None,
+        )
+
+
+def load_photo(
+    session: Session, image_id: int
+) -> tuple[ImageDetail, np.ndarray, np.ndarray | None]:
+    """The full-resolution photo, its record and its field-of-view mask (cached on disk)."""
+    from fundus_review.data.fov import FovCache
+    from fundus_review.data.images import load_image
+
+    detail = image_detail(session._need_db(), image_id, session.model_id)
+    rgb = np.ascontiguousarray(load_image(detail.path))
+    if rgb.shape[:2] != (detail.height, detail.width):
+        raise FundusReviewError(
+            f"{detail.path}: the file is {rgb.shape[1]}x{rgb.shape[0]} but was registered as"
+            f" {detail.width}x{detail.height}; open the dataset again to re-register it"
+        )
+    fov = FovCache(cache_dir() / "fov").get(detail.path, detail.sha256, rgb)
+    return detail, rgb, fov
+
+
+def load_bundle_card(path: Path) -> tuple[list[str], list[str]]:
+    """(classes, target layers) of a bundle, for the target and layer choices."""
+    from fundus_review.inference.bundle import load_bundle
+
+    card = load_bundle(path).card
+    return list(card.classes), list(card.target_layers)
+
+
+def startup_info() -> tuple[dict[str, str], str]:
+    """CAM methods {name: display name} and the device analyses will use (imports torch)."""
+    from fundus_review.inference.cam import CAM_METHODS
+    from fundus_review.inference.device import pick_device
+
+    return {n: m.display_name for n, m in CAM_METHODS.items()}, str(pick_device())

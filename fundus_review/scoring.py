@@ -1,0 +1,401 @@
+"""Compute and persist the agreement scores of every stored heatmap with every expert mask.
+
+For each stored heatmap and each (structure, reviewer) with live regions on its image, the
+heatmap is mapped back to the original grid, the field of view is taken from the FOV cache (keyed
+by the image's content hash) and ``core.metrics.score_heatmap`` is stored through the store, with
+the scoring parameters in ``Score.params``. The expert mask is the union of that reviewer's live
+regions of that structure, drawn or imported alike (``repo.structure_mask``).
+
+Work already stored with the same parameters is skipped, so calling this before every report is
+cheap. A missing or changed image file, an unreadable mask or a malformed heatmap is reported per
+image (path + reason) and never stops the run. Qt-free and torch-free.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fundus_review.core.metrics import (
+    MetricInputError,
+    mask_agreement,
+    metric_names,
+    score_heatmap,
+    tolerance_from_transform,
+)
+from fundus_review.core.transform import InputTransform
+from fundus_review.data.fov import FOV_ALGORITHM_VERSION, FovCache
+from fundus_review.data.images import file_sha256, load_image
+from fundus_review.errors import FundusReviewError
+from fundus_review.paths import cache_dir
+from fundus_review.store import repo
+from fundus_review.store.db import Database
+from fundus_review.store.repo import ResultRow
+
+SCORING_VERSION = 1
+# Ref = an id (int), a name, or for datasets also the root folder.
+Ref = int | str
+
+
+@dataclass(frozen=True)
+class ScoringParams:
+    """What a stored score depends on besides the heatmap and the mask."""
+
+    tolerance_at_model_px: float = 15.0
+    fixed_threshold: float = 0.5
+    top_percent: float = 15.0
+
+    def metric_names(self) -> tuple[str, ...]:
+        return metric_names(self.fixed_threshold, self.top_percent)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "scoring_version": SCORING_VERSION,
+            "fov": f"auto-v{FOV_ALGORITHM_VERSION}",
+            "tolerance_at_model_px": float(self.tolerance_at_model_px),
+            "fixed_threshold": float(self.fixed_threshold),
+            "top_percent": float(self.top_percent),
+        }
+
+
+@dataclass(frozen=True)
+class AgreementRow:
+    """Reviewer vs reviewer on one structure of one image (the human benchmark)."""
+
+    image_id: int
+    rel_path: str
+    structure: str
+    reviewer_a: str
+    reviewer_b: str
+    iou: float
+    dice: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class ScoringSummary:
+    images: int = 0  # images with at least one heatmap in the selection
+    heatmaps: int = 0
+    scored: int = 0  # (heatmap, structure, reviewer) score sets computed now
+    reused: int = 0  # ... already stored with the same parameters
+    problems: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    agreements: list[AgreementRow] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+class _ImageProblem(Exception):
+    pass
+
+
+# ------------------------------------------------------------------------------- selection
+def _as_list(value: Ref | Sequence[Ref] | None) -> list[Ref] | None:
+    if value is None:
+        return None
+    if isinstance(value, int | str):
+        return [value]
+    return list(value)
+
+
+def resolve_dataset_ids(s: Any, dataset: Ref | Sequence[Ref] | None) -> set[int] | None:
+    """Dataset ids for ids, names or root folders; FundusReviewError naming what is unknown."""
+    wanted = _as_list(dataset)
+    if wanted is None:
+        return None
+    known = repo.list_datasets(s)
+    out: set[int] = set()
+    for w in wanted:
+        hits = [
+            d.id
+            for d in known
+            if w == d.id or str(w) in (d.name, d.root) or _same_path(str(w), d.root)
+        ]
+        if not hits:
+            names = ", ".join(f"{d.name} ({d.root})" for d in known) or "none"
+            raise FundusReviewError(f"no dataset {w!r} in the database; known: {names}")
+        out.update(hits)
+    return out
+
+
+def _same_path(a: str, b: str) -> bool:
+    try:
+        return Path(a).expanduser().resolve() == Path(b)
+    except OSError:
+        return False
+
+
+def resolve_model_ids(s: Any, models: Ref | Sequence[Ref] | None) -> set[int] | None:
+    wanted = _as_list(models)
+    if wanted is None:
+        return None
+    known = repo.list_models(s)
+    out: set[int] = set()
+    for w in wanted:
+        hits = [m.id for m in known if w == m.id or str(w) in (m.name, m.weights_sha256)]
+        if not hits:
+            names = ", ".join(sorted({m.name for m in known})) or "none"
+            raise FundusReviewError(f"no model {w!r} in the database; known: {names}")
+        out.update(hits)
+    return out
+
+
+def select_results(
+    s: Any,
+    dataset: Ref | Sequence[Ref] | None = None,
+    models: Ref | Sequence[Ref] | None = None,
+    methods: Sequence[str] | None = None,
+) -> list[ResultRow]:
+    """The stored heatmaps matching the filters, in ``repo.iter_results`` order."""
+    ds_ids = resolve_dataset_ids(s, dataset)
+    model_ids = resolve_model_ids(s, models)
+    wanted_methods = {m.strip().lower() for m in methods} if methods else None
+    rows = [
+        r
+        for r in repo.iter_results(s)
+        if (ds_ids is None or r.dataset_id in ds_ids)
+        and (model_ids is None or r.model_id in model_ids)
+        and (wanted_methods is None or r.method in wanted_methods)
+    ]
+    if wanted_methods and not rows:
+        raise FundusReviewError(
+            f"no stored heatmaps for method(s) {', '.join(sorted(wanted_methods))} "
+            "with these filters; run `fundus-review analyze` first"
+        )
+    return rows
+
+
+def _pairs_on_image(
+    s: Any, image_id: int, structures: set[str] | None, reviewers: set[str] | None
+) -> dict[tuple[str, int], str]:
+    """{(structure, reviewer id): reviewer name} with live regions on the image."""
+    out: dict[tuple[str, int], str] = {}
+    for ann in repo.list_annotations(s, image_id):
+        if structures is not None and ann.structure not in structures:
+            continue
+        name = ann.reviewer.name
+        if reviewers is not None and name not in reviewers:
+            continue
+        out[(ann.structure, ann.reviewer_id)] = name
+    return dict(sorted(out.items()))
+
+
+# --------------------------------------------------------------------------------- scoring
+def _stored_state(s: Any, hm_id: int) -> dict[tuple[str, int], tuple[set[str], list[dict]]]:
+    state: dict[tuple[str, int], tuple[set[str], list[dict]]] = {}
+    for sc in repo.list_scores(s, heatmap=hm_id):
+        names, params = state.setdefault((sc.structure, sc.reviewer_id), (set(), []))
+        names.add(sc.metric)
+        params.append({k: v for k, v in (sc.params or {}).items() if k != "tolerance_px"})
+    return state
+
+
+def _fov(root: Path, row: ResultRow, cache: FovCache) -> np.ndarray:
+    path = root / row.rel_path
+    if not path.is_file():
+        raise _ImageProblem(
+            "image file not found (moved or deleted?); its scores were not computed"
+        )
+    shape = (row.height, row.width)
+    cached = cache.path_for(row.sha256)
+    rgb = None
+    if not cached.is_file():
+        if file_sha256(path) != row.sha256:
+            raise _ImageProblem(
+                "the file changed since it was analysed (content hash differs); "
+                "run `fundus-review analyze` again"
+            )
+        rgb = load_image(path)
+        if rgb.shape[:2] != shape:
+            raise _ImageProblem(
+                f"image is {rgb.shape[1]}x{rgb.shape[0]}, expected {shape[1]}x{shape[0]}"
+            )
+    fov = cache.get(path, row.sha256, rgb)
+    if fov.shape != shape:
+        raise _ImageProblem(f"field-of-view mask is {fov.shape}, expected {shape}")
+    return fov
+
+
+def score_database(
+    db: Database,
+    dataset_id: Ref | Sequence[Ref] | None = None,
+    model: Ref | Sequence[Ref] | None = None,
+    methods: Sequence[str] | None = None,
+    structures: Sequence[str] | None = None,
+    reviewers: Sequence[str] | None = None,
+    force: bool = False,
+    progress: Callable[[int, int], None] | None = None,
+    *,
+    params: ScoringParams | None = None,
+    fov_cache: FovCache | None = None,
+    rasterize: repo.Rasterizer | None = None,
+) -> ScoringSummary:
+    """Score every selected heatmap against every expert mask on its image; returns a summary.
+
+    ``dataset_id``/``model`` take ids or names (several allowed); ``structures``/``reviewers``
+    restrict the masks used. ``force`` recomputes stored scores. ``progress(done, total)`` is
+    called after each image. ``rasterize`` turns drawn shapes that have no stored raster into
+    masks (drawn regions normally store their raster).
+    """
+    t0 = time.perf_counter()
+    params = params or ScoringParams()
+    wanted = params.to_dict()
+    names = set(params.metric_names())
+    cache = fov_cache or FovCache(cache_dir())
+    st_set = set(structures) if structures else None
+    rev_set = {" ".join(r.split()) for r in reviewers} if reviewers else None
+    summary = ScoringSummary()
+    with db.session(read_only=True) as s:
+        rows = select_results(s, dataset_id, model, methods)
+        roots = {d.id: Path(d.root) for d in repo.list_datasets(s)}
+    by_image: dict[int, list[ResultRow]] = {}
+    for r in rows:
+        by_image.setdefault(r.image_id, []).append(r)
+    summary.images, summary.heatmaps = len(by_image), len(rows)
+
+    for done, image_rows in enumerate(by_image.values(), start=1):
+        first = image_rows[0]
+        path = str(roots[first.dataset_id] / first.rel_path)
+        try:
+            _score_image(db, image_rows, roots[first.dataset_id], st_set, rev_set, force,
+                         params, wanted, names, cache, rasterize, summary)  # fmt: skip
+        except _ImageProblem as exc:
+            summary.problems.append((path, str(exc)))
+        except (FundusReviewError, MetricInputError, ValueError, OSError) as exc:
+            summary.problems.append((path, str(getattr(exc, "reason", None) or exc)))
+        if progress is not None:
+            progress(done, len(by_image))
+    summary.agreements = reviewer_agreement(db, sorted(by_image), structures, reviewers, rasterize)
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+def _score_image(
+    db: Database,
+    image_rows: list[ResultRow],
+    root: Path,
+    structures: set[str] | None,
+    reviewers: set[str] | None,
+    force: bool,
+    params: ScoringParams,
+    wanted: dict[str, Any],
+    names: set[str],
+    cache: FovCache,
+    rasterize: repo.Rasterizer | None,
+    summary: ScoringSummary,
+) -> None:
+    first = image_rows[0]
+    with db.session(read_only=True) as s:
+        pairs = _pairs_on_image(s, first.image_id, structures, reviewers)
+        if not pairs:
+            return
+        todo: dict[tuple[str, int], list[ResultRow]] = {}
+        stale: set[tuple[str, int]] = set()
+        for row in image_rows:
+            state = _stored_state(s, row.heatmap_id)
+            for pair in pairs:
+                stored_names, stored_params = state.get(pair, (set(), []))
+                fresh = stored_names == names and all(p == wanted for p in stored_params)
+                if stored_names - names:  # other parameters named other metrics: drop them all
+                    stale.add(pair)
+                if force or not fresh:
+                    todo.setdefault(pair, []).append(row)
+        for pair in stale:  # repo.delete_scores clears every heatmap of the image for the pair
+            todo[pair] = list(image_rows)
+        summary.reused += len(pairs) * len(image_rows) - sum(len(v) for v in todo.values())
+        if not todo:
+            return
+        masks = {
+            pair: repo.structure_mask(s, first.image_id, pair[0], pair[1], rasterize)
+            for pair in todo
+        }
+    fov = _fov(root, first, cache)
+    results: list[tuple[ResultRow, tuple[str, int], dict[str, float | None], float]] = []
+    maps: dict[int, tuple[np.ndarray, float]] = {}
+    for pair, pair_rows in todo.items():
+        mask = masks[pair]
+        if mask is None:
+            continue
+        for row in pair_rows:
+            if row.heatmap_id not in maps:
+                maps[row.heatmap_id] = _original_heatmap(db, row, params)
+            heat, tol = maps[row.heatmap_id]
+            values = score_heatmap(
+                heat, mask, fov, tolerance_px=tol,
+                fixed_threshold=params.fixed_threshold, top_percent=params.top_percent,
+            )  # fmt: skip
+            results.append((row, pair, values, tol))
+    with db.session() as s:
+        for pair in stale:
+            repo.delete_scores(s, first.image_id, pair[0], pair[1])
+        for row, (structure, reviewer_id), values, tol in results:
+            repo.save_scores(
+                s, row.heatmap_id, structure, reviewer_id, values, {**wanted, "tolerance_px": tol}
+            )
+    summary.scored += len(results)
+
+
+def _original_heatmap(
+    db: Database, row: ResultRow, params: ScoringParams
+) -> tuple[np.ndarray, float]:
+    with db.session(read_only=True) as s:
+        found = repo.load_heatmap(s, row.run_id, row.image_id)
+    if found is None:
+        raise _ImageProblem(f"heatmap of {row.method} disappeared while scoring")
+    heat, tf_dict, _ = found
+    tf = InputTransform.from_dict(tf_dict)
+    if (tf.orig_h, tf.orig_w) != (row.height, row.width):
+        raise _ImageProblem(
+            f"{row.method} heatmap was made for a {tf.orig_w}x{tf.orig_h} image, but the image "
+            f"is {row.width}x{row.height}; run `fundus-review analyze --force`"
+        )
+    try:
+        original = tf.heatmap_to_original(heat)
+    except ValueError as exc:
+        raise _ImageProblem(f"{row.method} heatmap: {exc}") from None
+    return original, tolerance_from_transform(tf, params.tolerance_at_model_px)
+
+
+# ------------------------------------------------------------------------- human benchmark
+def reviewer_agreement(
+    db: Database,
+    image_ids: Iterable[int],
+    structures: Sequence[str] | None = None,
+    reviewers: Sequence[str] | None = None,
+    rasterize: repo.Rasterizer | None = None,
+) -> list[AgreementRow]:
+    """IoU/Dice between every two reviewers of a structure on each image (whole masks).
+
+    Images whose masks cannot be read are left out here; ``score_database`` reports them.
+    """
+    st_set = set(structures) if structures else None
+    rev_set = {" ".join(r.split()) for r in reviewers} if reviewers else None
+    out: list[AgreementRow] = []
+    with db.session(read_only=True) as s:
+        for image_id in sorted(set(image_ids)):
+            pairs = _pairs_on_image(s, image_id, st_set, rev_set)
+            by_structure: dict[str, list[tuple[str, int]]] = {}
+            for (structure, rev_id), name in pairs.items():
+                by_structure.setdefault(structure, []).append((name, rev_id))
+            multi = {k: sorted(v) for k, v in by_structure.items() if len(v) >= 2}
+            if not multi:
+                continue
+            rel_path = repo.list_annotations(s, image_id)[0].image.rel_path
+            for structure, revs in sorted(multi.items()):
+                try:
+                    masks = [
+                        repo.structure_mask(s, image_id, structure, r, rasterize) for _, r in revs
+                    ]
+                except FundusReviewError:
+                    continue
+                for i in range(len(revs)):
+                    for j in range(i + 1, len(revs)):
+                        agree = mask_agreement(masks[i], masks[j])
+                        out.append(AgreementRow(image_id, rel_path, structure, revs[i][0],
+                                                revs[j][0], agree["iou"], agree["dice"]))  # fmt: skip
+    return out

@@ -1,0 +1,78 @@
+"""A tiny labelled fundus-like dataset with disc masks and a tiny random-weight model bundle."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+CLASSES = ["glaucoma", "normal"]
+
+
+def fundus_like(
+    h: int, w: int, disc_xy: tuple[int, int], disc_r: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """An orange disc (the retina) on black with a bright optic disc; returns (rgb, disc mask)."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w]
+    retina = (xx - w / 2) ** 2 + (yy - h / 2) ** 2 <= (0.45 * min(h, w) * 1.3) ** 2
+    disc = (xx - disc_xy[0]) ** 2 + (yy - disc_xy[1]) ** 2 <= disc_r**2
+    rgb = np.zeros((h, w, 3), np.uint8)
+    rgb[retina] = (180, 80, 30)
+    rgb[disc & retina] = (250, 220, 150)
+    rgb = np.clip(rgb.astype(int) + rng.integers(-10, 10, rgb.shape) * retina[..., None], 0, 255)
+    return rgb.astype(np.uint8), disc & retina
+
+
+@pytest.fixture(scope="session")
+def gui_dataset(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("gui_data")
+    k = 0
+    for label in CLASSES:
+        (root / label).mkdir()
+        for i in range(3):
+            rgb, disc = fundus_like(96, 128, (40 + 15 * i, 48), 10 + 3 * i, seed=k)
+            stem = f"{label}_{i}"
+            Image.fromarray(rgb).save(root / label / f"{stem}.png")
+            mdir = root / "masks" / "optic_disc"
+            mdir.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(disc.astype(np.uint8) * 255).save(mdir / f"{stem}.png")
+            k += 1
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_bundle(tmp_path_factory) -> Path:
+    import timm
+    import torch
+
+    from fundus_review.inference.bundle import ModelCard, write_bundle
+
+    torch.manual_seed(0)
+    model = timm.create_model("resnet18", pretrained=False, num_classes=len(CLASSES))
+    card = ModelCard(
+        name="tiny",
+        architecture="timm:resnet18",
+        classes=list(CLASSES),
+        input_size=(64, 64),
+        resize="resize",
+        target_layers=["layer4"],
+    )
+    return write_bundle(tmp_path_factory.mktemp("bundle") / "tiny", card, model.state_dict()).path
+
+
+@pytest.fixture
+def isolated(tmp_path, monkeypatch) -> Path:
+    """Caches and default database inside tmp_path: tests never touch the user's files."""
+    monkeypatch.setenv("FUNDUS_REVIEW_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("FUNDUS_REVIEW_HOME", str(tmp_path / "home"))
+    return tmp_path
+
+
+@pytest.fixture
+def settings(tmp_path):
+    from PySide6.QtCore import QSettings
+
+    return QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat)
