@@ -1,0 +1,35 @@
+"""Tiny models with a known Grad-CAM answer, importable as `tests.unit.cam_models:<factory>`."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+class RedSpotNet(nn.Module):
+    """Class 0 = "how red is the image": Grad-CAM for class 0 is the ReLU of the red channel.
+
+    features: a 1x1 conv that copies the (normalised) red channel, so the feature map has the
+    model-input resolution and the CAM's maximum sits exactly on the reddest input pixel.
+    """
+
+    def __init__(self, num_classes: int = 2) -> None:
+        super().__init__()
+        conv = nn.Conv2d(3, 1, kernel_size=1)
+        with torch.no_grad():
+            conv.weight.copy_(torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1))
+            conv.bias.zero_()
+        self.features = nn.Sequential(conv, nn.ReLU())
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(1, num_classes)
+        with torch.no_grad():
+            signs = torch.tensor([1.0, -1.0] + [0.0] * (num_classes - 2))[:num_classes]
+            self.head.weight.copy_(signs.view(num_classes, 1))
+            self.head.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.pool(self.features(x)).flatten(1))
+
+
+def red_spot_net(num_classes: int = 2, **_: object) -> nn.Module:
+    return RedSpotNet(num_classes)
