@@ -16,11 +16,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from itertools import combinations
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from fundus_review.core import geometry
 from fundus_review.core.metrics import (
     MetricInputError,
     mask_agreement,
@@ -33,13 +35,22 @@ from fundus_review.data.fov import FOV_ALGORITHM_VERSION, FovCache
 from fundus_review.data.images import file_sha256, load_image
 from fundus_review.errors import FundusReviewError
 from fundus_review.paths import cache_dir
+from fundus_review.selection import (  # noqa: F401 - re-exported
+    Ref,
+    resolve_dataset_ids,
+    resolve_model_ids,
+    select_results,
+)
 from fundus_review.store import repo
 from fundus_review.store.db import Database
 from fundus_review.store.repo import ResultRow
 
 SCORING_VERSION = 1
-# Ref = an id (int), a name, or for datasets also the root folder.
-Ref = int | str
+
+
+def default_fov_cache() -> FovCache:
+    """The app's field-of-view cache (shared with the viewer, so each photo is segmented once)."""
+    return FovCache(cache_dir() / "fov")
 
 
 @dataclass(frozen=True)
@@ -94,82 +105,6 @@ class _ImageProblem(Exception):
     pass
 
 
-# ------------------------------------------------------------------------------- selection
-def _as_list(value: Ref | Sequence[Ref] | None) -> list[Ref] | None:
-    if value is None:
-        return None
-    if isinstance(value, int | str):
-        return [value]
-    return list(value)
-
-
-def resolve_dataset_ids(s: Any, dataset: Ref | Sequence[Ref] | None) -> set[int] | None:
-    """Dataset ids for ids, names or root folders; FundusReviewError naming what is unknown."""
-    wanted = _as_list(dataset)
-    if wanted is None:
-        return None
-    known = repo.list_datasets(s)
-    out: set[int] = set()
-    for w in wanted:
-        hits = [
-            d.id
-            for d in known
-            if w == d.id or str(w) in (d.name, d.root) or _same_path(str(w), d.root)
-        ]
-        if not hits:
-            names = ", ".join(f"{d.name} ({d.root})" for d in known) or "none"
-            raise FundusReviewError(f"no dataset {w!r} in the database; known: {names}")
-        out.update(hits)
-    return out
-
-
-def _same_path(a: str, b: str) -> bool:
-    try:
-        return Path(a).expanduser().resolve() == Path(b)
-    except OSError:
-        return False
-
-
-def resolve_model_ids(s: Any, models: Ref | Sequence[Ref] | None) -> set[int] | None:
-    wanted = _as_list(models)
-    if wanted is None:
-        return None
-    known = repo.list_models(s)
-    out: set[int] = set()
-    for w in wanted:
-        hits = [m.id for m in known if w == m.id or str(w) in (m.name, m.weights_sha256)]
-        if not hits:
-            names = ", ".join(sorted({m.name for m in known})) or "none"
-            raise FundusReviewError(f"no model {w!r} in the database; known: {names}")
-        out.update(hits)
-    return out
-
-
-def select_results(
-    s: Any,
-    dataset: Ref | Sequence[Ref] | None = None,
-    models: Ref | Sequence[Ref] | None = None,
-    methods: Sequence[str] | None = None,
-) -> list[ResultRow]:
-    """The stored heatmaps matching the filters, in ``repo.iter_results`` order."""
-    ds_ids = resolve_dataset_ids(s, dataset)
-    model_ids = resolve_model_ids(s, models)
-    wanted_methods = {m.strip().lower() for m in methods} if methods else None
-    rows = [
-        r
-        for r in repo.iter_results(s)
-        if (ds_ids is None or r.dataset_id in ds_ids)
-        and (model_ids is None or r.model_id in model_ids)
-        and (wanted_methods is None or r.method in wanted_methods)
-    ]
-    if wanted_methods and not rows:
-        raise FundusReviewError(
-            f"no stored heatmaps for method(s) {', '.join(sorted(wanted_methods))} "
-            "with these filters; run `fundus-review analyze` first"
-        )
-    return rows
-
-
 def _pairs_on_image(
     s: Any, image_id: int, structures: set[str] | None, reviewers: set[str] | None
 ) -> dict[tuple[str, int], str]:
@@ -185,7 +120,6 @@ def _pairs_on_image(
     return dict(sorted(out.items()))
 
 
-# --------------------------------------------------------------------------------- scoring
 def _stored_state(s: Any, hm_id: int) -> dict[tuple[str, int], tuple[set[str], list[dict]]]:
     state: dict[tuple[str, int], tuple[set[str], list[dict]]] = {}
     for sc in repo.list_scores(s, heatmap=hm_id):
@@ -240,15 +174,18 @@ def score_database(
     ``dataset_id``/``model`` take ids or names (several allowed); ``structures``/``reviewers``
     restrict the masks used. ``force`` recomputes stored scores. ``progress(done, total)`` is
     called after each image. ``rasterize`` turns drawn shapes that have no stored raster into
-    masks (drawn regions normally store their raster).
+    masks (default: ``core.geometry.rasterize``; drawn regions normally store their raster). Problems are reported per image (and per
+    mask or heatmap where only that one is unusable); the run always goes on.
     """
     t0 = time.perf_counter()
-    params = params or ScoringParams()
-    wanted = params.to_dict()
-    names = set(params.metric_names())
-    cache = fov_cache or FovCache(cache_dir())
-    st_set = set(structures) if structures else None
-    rev_set = {" ".join(r.split()) for r in reviewers} if reviewers else None
+    job = _Job(
+        params=params or ScoringParams(),
+        cache=fov_cache or default_fov_cache(),
+        structures=set(structures) if structures else None,
+        reviewers={" ".join(r.split()) for r in reviewers} if reviewers else None,
+        force=force,
+        rasterize=rasterize or geometry.rasterize,
+    )
     summary = ScoringSummary()
     with db.session(read_only=True) as s:
         rows = select_results(s, dataset_id, model, methods)
@@ -259,85 +196,142 @@ def score_database(
     summary.images, summary.heatmaps = len(by_image), len(rows)
 
     for done, image_rows in enumerate(by_image.values(), start=1):
-        first = image_rows[0]
-        path = str(roots[first.dataset_id] / first.rel_path)
+        root = roots[image_rows[0].dataset_id]
+        path = str(root / image_rows[0].rel_path)
         try:
-            _score_image(db, image_rows, roots[first.dataset_id], st_set, rev_set, force,
-                         params, wanted, names, cache, rasterize, summary)  # fmt: skip
+            _score_image(db, image_rows, root, path, job, summary)
         except _ImageProblem as exc:
             summary.problems.append((path, str(exc)))
         except (FundusReviewError, MetricInputError, ValueError, OSError) as exc:
             summary.problems.append((path, str(getattr(exc, "reason", None) or exc)))
         if progress is not None:
             progress(done, len(by_image))
-    summary.agreements = reviewer_agreement(db, sorted(by_image), structures, reviewers, rasterize)
+    summary.agreements = reviewer_agreement(
+        db, sorted(by_image), structures, reviewers, job.rasterize
+    )
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+@dataclass
+class _Job:
+    params: ScoringParams
+    cache: FovCache
+    structures: set[str] | None
+    reviewers: set[str] | None
+    force: bool
+    rasterize: repo.Rasterizer | None
+
+    def __post_init__(self) -> None:
+        self.wanted = self.params.to_dict()
+        self.names = set(self.params.metric_names())
+
+
+Pair = tuple[str, int]  # (structure, reviewer id)
+
+
+def _plan(
+    s: Any, image_rows: list[ResultRow], pairs: dict[Pair, str], job: _Job
+) -> tuple[dict[Pair, list[ResultRow]], set[Pair]]:
+    """(heatmaps to score per pair, pairs whose stored scores came from other metric names)."""
+    todo: dict[Pair, list[ResultRow]] = {}
+    stale: set[Pair] = set()
+    for row in image_rows:
+        state = _stored_state(s, row.heatmap_id)
+        for pair in pairs:
+            stored_names, stored_params = state.get(pair, (set(), []))
+            fresh = stored_names == job.names and all(p == job.wanted for p in stored_params)
+            if stored_names - job.names:  # other parameters named other metrics: drop them all
+                stale.add(pair)
+            if job.force or not fresh:
+                todo.setdefault(pair, []).append(row)
+    for pair in stale:  # repo.delete_scores clears every heatmap of the image for the pair
+        todo[pair] = list(image_rows)
+    return todo, stale
 
 
 def _score_image(
     db: Database,
     image_rows: list[ResultRow],
     root: Path,
-    structures: set[str] | None,
-    reviewers: set[str] | None,
-    force: bool,
-    params: ScoringParams,
-    wanted: dict[str, Any],
-    names: set[str],
-    cache: FovCache,
-    rasterize: repo.Rasterizer | None,
+    path: str,
+    job: _Job,
     summary: ScoringSummary,
 ) -> None:
     first = image_rows[0]
+    masks: dict[Pair, np.ndarray] = {}
     with db.session(read_only=True) as s:
-        pairs = _pairs_on_image(s, first.image_id, structures, reviewers)
+        pairs = _pairs_on_image(s, first.image_id, job.structures, job.reviewers)
         if not pairs:
             return
-        todo: dict[tuple[str, int], list[ResultRow]] = {}
-        stale: set[tuple[str, int]] = set()
-        for row in image_rows:
-            state = _stored_state(s, row.heatmap_id)
-            for pair in pairs:
-                stored_names, stored_params = state.get(pair, (set(), []))
-                fresh = stored_names == names and all(p == wanted for p in stored_params)
-                if stored_names - names:  # other parameters named other metrics: drop them all
-                    stale.add(pair)
-                if force or not fresh:
-                    todo.setdefault(pair, []).append(row)
-        for pair in stale:  # repo.delete_scores clears every heatmap of the image for the pair
-            todo[pair] = list(image_rows)
+        todo, stale = _plan(s, image_rows, pairs, job)
         summary.reused += len(pairs) * len(image_rows) - sum(len(v) for v in todo.values())
-        if not todo:
-            return
-        masks = {
-            pair: repo.structure_mask(s, first.image_id, pair[0], pair[1], rasterize)
-            for pair in todo
-        }
-    fov = _fov(root, first, cache)
-    results: list[tuple[ResultRow, tuple[str, int], dict[str, float | None], float]] = []
-    maps: dict[int, tuple[np.ndarray, float]] = {}
-    for pair, pair_rows in todo.items():
-        mask = masks[pair]
-        if mask is None:
-            continue
-        for row in pair_rows:
-            if row.heatmap_id not in maps:
-                maps[row.heatmap_id] = _original_heatmap(db, row, params)
-            heat, tol = maps[row.heatmap_id]
-            values = score_heatmap(
-                heat, mask, fov, tolerance_px=tol,
-                fixed_threshold=params.fixed_threshold, top_percent=params.top_percent,
-            )  # fmt: skip
-            results.append((row, pair, values, tol))
+        for pair in todo:
+            try:
+                mask = repo.structure_mask(s, first.image_id, pair[0], pair[1], job.rasterize)
+            except FundusReviewError as exc:  # one unreadable region must not block the others
+                summary.problems.append(
+                    (path, f"{pair[0]} mask of reviewer {pairs[pair]!r} not scored: {exc}")
+                )
+                continue
+            if mask is not None:
+                masks[pair] = mask
+    results: list[tuple[ResultRow, Pair, dict[str, float | None], float]] = []
+    if masks:
+        fov = _fov(root, first, job.cache)
+        maps: dict[int, tuple[np.ndarray, float] | None] = {}
+        for pair, mask in masks.items():
+            for row in todo[pair]:
+                if row.heatmap_id not in maps:
+                    maps[row.heatmap_id] = _heatmap_or_problem(db, row, job.params, path, summary)
+                found = maps[row.heatmap_id]
+                if found is None:
+                    continue
+                heat, tol = found
+                p = job.params
+                try:
+                    values = score_heatmap(
+                        heat,
+                        mask,
+                        fov,
+                        tolerance_px=tol,
+                        fixed_threshold=p.fixed_threshold,
+                        top_percent=p.top_percent,
+                    )
+                except MetricInputError as exc:
+                    maps[row.heatmap_id] = None
+                    summary.problems.append((path, f"{_what(row)} not scored: {exc}"))
+                    continue
+                results.append((row, pair, values, tol))
+    if not stale and not results:
+        return
     with db.session() as s:
         for pair in stale:
             repo.delete_scores(s, first.image_id, pair[0], pair[1])
         for row, (structure, reviewer_id), values, tol in results:
             repo.save_scores(
-                s, row.heatmap_id, structure, reviewer_id, values, {**wanted, "tolerance_px": tol}
+                s,
+                row.heatmap_id,
+                structure,
+                reviewer_id,
+                values,
+                {**job.wanted, "tolerance_px": tol},
             )
     summary.scored += len(results)
+
+
+def _what(row: ResultRow) -> str:
+    return f"{row.model_name} {row.method} heatmap"
+
+
+def _heatmap_or_problem(
+    db: Database, row: ResultRow, params: ScoringParams, path: str, summary: ScoringSummary
+) -> tuple[np.ndarray, float] | None:
+    try:
+        return _original_heatmap(db, row, params)
+    except (_ImageProblem, FundusReviewError, ValueError) as exc:
+        summary.problems.append((path, f"{_what(row)} not scored: {exc}"))
+        return None
 
 
 def _original_heatmap(
@@ -361,7 +355,6 @@ def _original_heatmap(
     return original, tolerance_from_transform(tf, params.tolerance_at_model_px)
 
 
-# ------------------------------------------------------------------------- human benchmark
 def reviewer_agreement(
     db: Database,
     image_ids: Iterable[int],
@@ -373,6 +366,7 @@ def reviewer_agreement(
 
     Images whose masks cannot be read are left out here; ``score_database`` reports them.
     """
+    draw = rasterize or geometry.rasterize
     st_set = set(structures) if structures else None
     rev_set = {" ".join(r.split()) for r in reviewers} if reviewers else None
     out: list[AgreementRow] = []
@@ -388,14 +382,12 @@ def reviewer_agreement(
             rel_path = repo.list_annotations(s, image_id)[0].image.rel_path
             for structure, revs in sorted(multi.items()):
                 try:
-                    masks = [
-                        repo.structure_mask(s, image_id, structure, r, rasterize) for _, r in revs
-                    ]
+                    masks = [repo.structure_mask(s, image_id, structure, r, draw) for _, r in revs]
                 except FundusReviewError:
                     continue
-                for i in range(len(revs)):
-                    for j in range(i + 1, len(revs)):
-                        agree = mask_agreement(masks[i], masks[j])
-                        out.append(AgreementRow(image_id, rel_path, structure, revs[i][0],
-                                                revs[j][0], agree["iou"], agree["dice"]))  # fmt: skip
+                names = [name for name, _ in revs]
+                for (a, mask_a), (b, mask_b) in combinations(zip(names, masks, strict=True), 2):
+                    agree = mask_agreement(mask_a, mask_b)
+                    row = AgreementRow(image_id, rel_path, structure, a, b, **agree)
+                    out.append(row)
     return out

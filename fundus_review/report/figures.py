@@ -1,0 +1,171 @@
+"""The report's plots as matplotlib Figures (object API, Agg canvas: no pyplot, no GUI backend).
+
+pyplot is avoided on purpose: the GUI writes reports from a worker thread, where pyplot's global
+figure manager is not safe, and the report must never pull a Qt backend in.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from fundus_review.core.report_data import group_rows
+from fundus_review.report.document import Plot, num
+from fundus_review.report.heatmaps import ALL, HeatmapPass
+
+DIST_METRICS = ("pointing_hit", "energy_in_mask", "iou_area_match", "pixel_auc", "mass_outside_fov")
+CHANCE = {"pixel_auc": 0.5}
+COLORS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f")
+
+
+def new_figure(width: float, height: float) -> Figure:
+    fig = Figure(figsize=(width, height), dpi=100, layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _series(rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """Rows of one structure per (run, reviewer), labelled by run (and reviewer if several)."""
+    groups = group_rows(rows, ("run", "reviewer"))
+    several = len({k[1] for k in groups}) > 1
+    return {(f"{k[0]} [{k[1]}]" if several else k[0]): v for k, v in groups.items()}
+
+
+def _finite(values: list[Any]) -> np.ndarray:
+    a = np.array([np.nan if v is None else float(v) for v in values], dtype=np.float64)
+    return a[np.isfinite(a)]
+
+
+def distribution_plot(
+    structure: str, rows: list[dict[str, Any]], summary: dict[tuple, dict[str, Any]]
+) -> Plot:
+    """Per run: pointing hit rate with its Wilson CI, then box + points of four scores."""
+    series = _series(rows)
+    labels = list(series)
+    n = len(labels)
+    fig = new_figure(14, 1.6 + 0.5 * n)
+    axes = fig.subplots(1, len(DIST_METRICS), sharey=True)
+    y = np.arange(n)[::-1]
+    for ax, metric in zip(axes, DIST_METRICS, strict=True):
+        ax.set_title(metric, fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+        for i, label in enumerate(labels):
+            members = series[label]
+            key = (members[0]["run"], structure, members[0]["reviewer"], metric)
+            if metric == "pointing_hit":
+                agg = summary.get(key)
+                if agg and agg["estimate"] is not None:
+                    lo, hi = agg["ci_low"], agg["ci_high"]
+                    ax.barh(y[i], agg["estimate"], color=COLORS[i % len(COLORS)], alpha=0.7)
+                    ax.errorbar(
+                        agg["estimate"],
+                        y[i],
+                        xerr=[[agg["estimate"] - lo], [hi - agg["estimate"]]],
+                        color="k",
+                        capsize=3,
+                    )
+                continue
+            vals = _finite([m.get(metric) for m in members])
+            if vals.size:
+                ax.boxplot(
+                    vals,
+                    positions=[y[i]],
+                    orientation="horizontal",
+                    widths=0.5,
+                    showfliers=False,
+                    medianprops={"color": "k"},
+                )
+                jitter = (np.random.default_rng(i).random(vals.size) - 0.5) * 0.3
+                ax.scatter(vals, y[i] + jitter, s=8, color=COLORS[i % len(COLORS)], alpha=0.7)
+        if metric == "energy_in_mask":
+            chance = _finite([r.get("mask_area_fraction") for r in rows])
+            if chance.size:
+                ax.axvline(chance.mean(), ls="--", color="grey", lw=1, label="chance")
+                ax.legend(fontsize=7, loc="lower right")
+        if metric in CHANCE:
+            ax.axvline(CHANCE[metric], ls="--", color="grey", lw=1)
+        ax.set_xlim(-0.02, 1.02)
+        ax.tick_params(labelsize=8)
+    axes[0].set_yticks(y, [_wrap(lbl) for lbl in labels], fontsize=8)
+    caption = (
+        f"{structure}: pointing-game hit rate (bars, 95 % Wilson CI) and the distribution of "
+        "four scores over images (box: quartiles; points: images). Dashed: chance level "
+        "(energy: mean mask share of the field of view; AUC: 0.5)."
+    )
+    return Plot(f"Score distributions - {structure}", fig, caption)
+
+
+def _wrap(text: str, width: int = 34) -> str:
+    parts, line = [], ""
+    for word in text.split(" "):
+        if line and len(line) + 1 + len(word) > width:
+            parts.append(line)
+            line = word
+        else:
+            line = f"{line} {word}".strip()
+    return "\n".join([*parts, line])
+
+
+def confidence_plot(
+    structure: str, rows: list[dict[str, Any]], corr: dict[tuple, dict[str, Any]], metric: str
+) -> Plot:
+    """Confidence of the predicted class against one score, one colour per run."""
+    fig = new_figure(7.5, 4.6)
+    ax = fig.subplots()
+    for i, (label, members) in enumerate(_series(rows).items()):
+        xs = np.array([m["confidence"] for m in members], dtype=np.float64)
+        ys = np.array([np.nan if m.get(metric) is None else m[metric] for m in members])
+        c = corr.get((members[0]["run"], structure, members[0]["reviewer"], metric))
+        rho = (
+            ""
+            if c is None
+            else f" (rho {num(c['estimate'], 2)} [{num(c['ci_low'], 2)}, "
+            f"{num(c['ci_high'], 2)}], n={c['n']})"
+        )
+        ax.scatter(xs, ys, s=14, alpha=0.75, color=COLORS[i % len(COLORS)], label=label + rho)
+    ax.set_xlabel("confidence (probability of the predicted class)")
+    ax.set_ylabel(metric)
+    ax.set_ylim(-0.02, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, -0.15))
+    caption = (
+        f"{structure}: does confidence go with focus? Each point is an image; Spearman's rho "
+        "with its 95 % bootstrap CI in the legend."
+    )
+    return Plot(f"Confidence vs {metric} - {structure}", fig, caption)
+
+
+def mean_heatmap_plot(heat: HeatmapPass, runs: list[str]) -> Plot | None:
+    """Dataset-mean heatmap per run (rows) and class (columns), on the model-input grid."""
+    classes = heat.classes()
+    runs = [r for r in runs if (r, ALL) in heat.sums]
+    if not runs:
+        return None
+    fig = new_figure(1.0 + 2.2 * len(classes), 0.6 + 2.3 * len(runs))
+    axes = np.atleast_2d(fig.subplots(len(runs), len(classes), squeeze=False))
+    image = None
+    for i, run in enumerate(runs):
+        for j, cls in enumerate(classes):
+            ax = axes[i, j]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            found = heat.mean(run, cls)
+            if found is None:
+                ax.set_axis_off()
+                continue
+            mean, n = found
+            image = ax.imshow(mean, cmap="jet", vmin=0.0, vmax=1.0, interpolation="bilinear")
+            ax.set_title(f"{cls} (n={n})", fontsize=8)
+            if j == 0:
+                ax.set_ylabel(_wrap(run, 26), fontsize=7)
+    if image is not None:
+        fig.colorbar(image, ax=axes, shrink=0.6, label="mean heatmap value")
+    caption = (
+        f"Mean heatmap per CAM run and {heat.class_kind}, on the model-input grid (what the "
+        "model saw). A hot spot in the same place on every class (a corner, the border) is a "
+        "systematic artifact, not anatomy."
+    )
+    return Plot("Dataset-mean heatmaps", fig, caption)

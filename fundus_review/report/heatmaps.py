@@ -1,0 +1,102 @@
+"""One pass over the stored heatmaps: similarity between methods/layers and dataset-mean maps.
+
+Both work on the model-input grid, where every heatmap of one model lives (the same prediction
+transform for all its CAM runs), so nothing is resampled: two methods are compared pixel by pixel
+exactly as the model saw the image, and a hot spot the model puts in the same input corner of every
+image adds up in the mean.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from fundus_review.core.aggregate import heatmap_rank_correlation, heatmap_top_overlap
+from fundus_review.core.metric_inputs import MetricInputError
+from fundus_review.errors import FundusReviewError
+from fundus_review.store import repo
+from fundus_review.store.db import Database
+from fundus_review.store.repo import ResultRow
+
+ALL = "all images"
+
+
+@dataclass
+class HeatmapPass:
+    similarity: list[dict[str, Any]] = field(default_factory=list)  # one row per image and pair
+    # (run label, class) -> (sum of maps, count); class ALL for every image of the run
+    sums: dict[tuple[str, str], tuple[np.ndarray, int]] = field(default_factory=dict)
+    class_kind: str = "true class"
+    problems: list[tuple[str, str]] = field(default_factory=list)
+
+    def mean(self, run: str, cls: str) -> tuple[np.ndarray, int] | None:
+        found = self.sums.get((run, cls))
+        return None if found is None else ((found[0] / found[1]).astype(np.float32), found[1])
+
+    def classes(self) -> list[str]:
+        return sorted({c for _, c in self.sums if c != ALL}) + [ALL]
+
+
+def heatmap_pass(
+    db: Database,
+    results: list[ResultRow],
+    run_label: dict[int, str],
+    *,
+    use_true_class: bool,
+    top_percent: float = 15.0,
+    seed: int = 0,
+    progress: Callable[[int, int], None] | None = None,
+) -> HeatmapPass:
+    """Rank correlation and top-k overlap of every two runs of a model on each image, and the
+    per-class sum of each run's maps (true class when labels exist, else predicted class)."""
+    out = HeatmapPass(class_kind="true class" if use_true_class else "predicted class")
+    by_image: dict[int, list[ResultRow]] = {}
+    for r in results:
+        by_image.setdefault(r.image_id, []).append(r)
+    overlap_name = f"top{top_percent:g}_overlap".replace(".", "p")
+    for done, rows in enumerate(by_image.values(), start=1):
+        maps: dict[int, np.ndarray] = {}
+        with db.session(read_only=True) as s:
+            for r in rows:
+                try:
+                    found = repo.load_heatmap(s, r.run_id, r.image_id)
+                except FundusReviewError as exc:
+                    out.problems.append((r.rel_path, f"{run_label[r.run_id]}: {exc}"))
+                    continue
+                if found is not None:
+                    maps[r.heatmap_id] = found[0]
+        for r in rows:
+            if r.heatmap_id not in maps:
+                continue
+            cls = (r.label if use_true_class else r.predicted_class) or "unlabeled"
+            for key in ((run_label[r.run_id], cls), (run_label[r.run_id], ALL)):
+                total, n = out.sums.get(key, (np.zeros(maps[r.heatmap_id].shape), 0))
+                if total.shape == maps[r.heatmap_id].shape:
+                    out.sums[key] = (total + maps[r.heatmap_id], n + 1)
+        for i, a in enumerate(rows):
+            for b in rows[i + 1 :]:
+                if a.model_id != b.model_id or a.heatmap_id not in maps or b.heatmap_id not in maps:
+                    continue
+                ha, hb = maps[a.heatmap_id], maps[b.heatmap_id]
+                try:
+                    rho = heatmap_rank_correlation(ha, hb, seed=seed)
+                    overlap = heatmap_top_overlap(ha, hb, top_percent=top_percent)
+                except MetricInputError as exc:
+                    out.problems.append((a.rel_path, str(exc)))
+                    continue
+                out.similarity.append(
+                    {
+                        "run": run_label[a.run_id],
+                        "versus": run_label[b.run_id],
+                        "image_id": a.image_id,
+                        "image": a.rel_path,
+                        "rank_correlation": rho,
+                        overlap_name: overlap,
+                    }
+                )
+        if progress is not None:
+            progress(done, len(by_image))
+    return out

@@ -1,0 +1,93 @@
+"""Which stored heatmaps a scoring run or a report covers: datasets, models and methods by name.
+
+Shared by ``fundus_review.scoring`` and ``fundus_review.report`` so that both resolve the user's
+filters (ids, names, dataset folders, weight hashes) the same way and fail with the same message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from fundus_review.errors import FundusReviewError
+from fundus_review.store import repo
+from fundus_review.store.repo import ResultRow
+
+# Ref = an id (int), a name, or for datasets also the root folder.
+Ref = int | str
+
+
+def _as_list(value: Ref | Sequence[Ref] | None) -> list[Ref] | None:
+    if value is None:
+        return None
+    if isinstance(value, int | str):
+        return [value]
+    return list(value)
+
+
+def resolve_dataset_ids(s: Any, dataset: Ref | Sequence[Ref] | None) -> set[int] | None:
+    """Dataset ids for ids, names or root folders; FundusReviewError naming what is unknown."""
+    wanted = _as_list(dataset)
+    if wanted is None:
+        return None
+    known = repo.list_datasets(s)
+    out: set[int] = set()
+    for w in wanted:
+        hits = [
+            d.id
+            for d in known
+            if str(w) in (str(d.id), d.name, d.root) or _same_path(str(w), d.root)
+        ]
+        if not hits:
+            names = ", ".join(f"{d.name} ({d.root})" for d in known) or "none"
+            raise FundusReviewError(f"no dataset {w!r} in the database; known: {names}")
+        out.update(hits)
+    return out
+
+
+def _same_path(a: str, b: str) -> bool:
+    try:
+        return Path(a).expanduser().resolve() == Path(b)
+    except OSError:
+        return False
+
+
+def resolve_model_ids(s: Any, models: Ref | Sequence[Ref] | None) -> set[int] | None:
+    wanted = _as_list(models)
+    if wanted is None:
+        return None
+    known = repo.list_models(s)
+    out: set[int] = set()
+    for w in wanted:
+        hits = [m.id for m in known if str(w) in (str(m.id), m.name, m.weights_sha256)]
+        if not hits:
+            names = ", ".join(sorted({m.name for m in known})) or "none"
+            raise FundusReviewError(f"no model {w!r} in the database; known: {names}")
+        out.update(hits)
+    return out
+
+
+def select_results(
+    s: Any,
+    dataset: Ref | Sequence[Ref] | None = None,
+    models: Ref | Sequence[Ref] | None = None,
+    methods: Sequence[str] | None = None,
+) -> list[ResultRow]:
+    """The stored heatmaps matching the filters, in ``repo.iter_results`` order."""
+    ds_ids = resolve_dataset_ids(s, dataset)
+    model_ids = resolve_model_ids(s, models)
+    wanted_methods = {m.strip().lower() for m in methods} if methods else None
+    rows = [
+        r
+        for r in repo.iter_results(s)
+        if (ds_ids is None or r.dataset_id in ds_ids)
+        and (model_ids is None or r.model_id in model_ids)
+        and (wanted_methods is None or r.method in wanted_methods)
+    ]
+    if wanted_methods and not rows:
+        raise FundusReviewError(
+            f"no stored heatmaps for method(s) {', '.join(sorted(wanted_methods))} "
+            "with these filters; run `fundus-review analyze` first"
+        )
+    return rows
