@@ -1,0 +1,327 @@
+"""Editing expert regions and review state, Qt-free: every edit, undo and redo is ONE transaction.
+
+The GUI wraps these commands in a QUndoStack; scripts and tests use ``UndoHistory``. Nothing is
+ever buffered in memory: when ``Editor.perform`` returns, the edit is committed, so killing the
+process loses nothing that was finished.
+
+Deletes are soft (``deleted_at``), so undoing a delete restores the same row. Each command
+remembers the exact content (kind, geometry, encoded raster, deleted or not) it expects to find
+before it acts; when another app instance changed the region meanwhile, the command raises
+``EditConflict`` instead of overwriting that work (two reviewers - or one reviewer in two
+windows - can never silently lose each other's edits). Other reviewers' regions are read-only.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from fundus_review.annotation_commands import (
+    Command,
+    Compound,
+    Content,
+    CreateRegion,
+    DeleteRegion,
+    EditConflict,
+    EditRegion,
+    ReadOnlyRegion,
+    SetReviewStatus,
+    SetVerdict,
+)
+from fundus_review.core.geometry import Shape, rasterize, shape_from_dict, shape_mask
+from fundus_review.errors import FundusReviewError
+from fundus_review.store import repo
+from fundus_review.store.codec import decode_mask, encode_mask
+from fundus_review.store.db import Database
+from fundus_review.store.schema import Annotation, Image, ImageReview
+
+__all__ = [
+    "Command",
+    "Compound",
+    "Content",
+    "CreateRegion",
+    "DeleteRegion",
+    "EditConflict",
+    "EditRegion",
+    "Editor",
+    "ReadOnlyRegion",
+    "Region",
+    "SetReviewStatus",
+    "SetVerdict",
+    "UndoHistory",
+    "heatmap_id_for",
+    "load_regions",
+    "regions_fingerprint",
+    "review_status",
+]
+
+
+def _json_clean(geometry: dict[str, Any] | None) -> dict[str, Any] | None:
+    # What the JSON column hands back (lists, not tuples), so stored and expected compare equal.
+    return None if geometry is None else json.loads(json.dumps(geometry))
+
+
+@dataclass(frozen=True)
+class Region:
+    """A read-only snapshot of one stored region (what the GUI draws)."""
+
+    id: int
+    image_id: int
+    reviewer_id: int
+    reviewer: str
+    structure: str
+    content: Content
+    source: str
+    created_at: datetime
+    updated_at: datetime
+    deleted: bool
+    image_shape: tuple[int, int]
+
+    @property
+    def kind(self) -> str:
+        return self.content.kind
+
+    @property
+    def geometry(self) -> dict[str, Any] | None:
+        return self.content.geometry
+
+    def shape(self) -> Shape | None:
+        g = self.content.geometry
+        return None if g is None or self.kind == "mask" else shape_from_dict(self.kind, g)
+
+    def mask(self) -> np.ndarray:
+        if self.content.raster is not None:
+            return decode_mask(self.content.raster, self.image_shape)
+        if self.content.geometry is None:
+            raise FundusReviewError(f"region {self.id} has neither a mask nor a geometry")
+        return rasterize(self.kind, self.content.geometry, self.image_shape)
+
+
+def load_regions(db: Database, image_id: int, include_deleted: bool = False) -> list[Region]:
+    """Every reviewer's regions of one image (read-only session: never blocks a writer)."""
+    with db.session(read_only=True) as s:
+        img = s.get(Image, image_id)
+        if img is None:
+            raise FundusReviewError(f"image {image_id} is not in {db.display_name}")
+        shape = (img.height, img.width)
+        return [
+            Region(
+                a.id,
+                a.image_id,
+                a.reviewer_id,
+                a.reviewer.name,
+                a.structure,
+                Content.of(a),
+                a.source,
+                a.created_at,
+                a.updated_at,
+                a.deleted_at is not None,
+                shape,
+            )  # fmt: skip
+            for a in repo.list_annotations(s, image_id, include_deleted=include_deleted)
+        ]
+
+
+# -------------------------------------------------------------------------------------- editor
+class Editor:
+    """One reviewer editing one image of a database; builds, performs and reverts commands."""
+
+    def __init__(self, db: Database, image_id: int, reviewer: str) -> None:
+        self.db = db
+        with db.session() as s:
+            img = s.get(Image, image_id)
+            if img is None:
+                raise FundusReviewError(f"image {image_id} is not in {db.display_name}")
+            rev = repo.get_or_create_reviewer(s, reviewer)
+            self.image_id, self.image_shape = img.id, (img.height, img.width)
+            self.reviewer_id, self.reviewer = rev.id, rev.name
+
+    # -- running
+    def perform(self, cmd: Command) -> Command:
+        """Apply ``cmd`` in one transaction; on any error nothing is written and ``cmd`` is
+        left as it was (so it can be retried)."""
+        snap = cmd.snapshot()
+        try:
+            with self.db.session() as s:
+                cmd.apply(s)
+        except BaseException:
+            cmd.restore(snap)
+            raise
+        return cmd
+
+    def revert(self, cmd: Command) -> Command:
+        snap = cmd.snapshot()
+        try:
+            with self.db.session() as s:
+                cmd.revert(s)
+        except BaseException:
+            cmd.restore(snap)
+            raise
+        return cmd
+
+    # -- reading
+    def regions(self, include_deleted: bool = False) -> list[Region]:
+        return load_regions(self.db, self.image_id, include_deleted)
+
+    def region(self, region_id: int) -> Region:
+        for r in self.regions(include_deleted=True):
+            if r.id == region_id:
+                return r
+        raise EditConflict(f"region {region_id} no longer exists in the database")
+
+    # -- building (each builder performs its command and returns it)
+    def content(self, shape: Shape, mask: np.ndarray | None = None) -> Content:
+        return self._content(shape, mask)[0]
+
+    def _content(self, shape: Shape, mask: np.ndarray | None) -> tuple[Content, np.ndarray]:
+        m = shape_mask(shape, self.image_shape) if mask is None else np.asarray(mask, dtype=bool)
+        return Content(shape.kind, _json_clean(shape.to_dict()), encode_mask(m)), m
+
+    def create_command(
+        self, structure: str, shape: Shape, mask: np.ndarray | None = None
+    ) -> CreateRegion:
+        content, m = self._content(shape, mask)
+        return CreateRegion(self.image_id, self.reviewer_id, structure, content, m)
+
+    def create(self, structure: str, shape: Shape, mask: np.ndarray | None = None) -> CreateRegion:
+        """Store a new region; ``mask`` (the shape's raster) saves re-rasterising a brush."""
+        return self.perform(self.create_command(structure, shape, mask))  # type: ignore[return-value]
+
+    def edit_command(
+        self, region: Region, shape: Shape | None, mask: np.ndarray | None = None
+    ) -> Command:
+        """The command that gives ``region`` a new shape (or, for a kind "mask" region, a new
+        mask). A region whose kind changes (an erased ellipse becomes a brush region) is
+        replaced; an edit that leaves no pixel deletes the region."""
+        self._check_own(region)
+        if shape is None:
+            if mask is None:
+                raise ValueError("an edit needs a shape or a mask")
+            m = np.asarray(mask, dtype=bool)
+            new = Content(region.kind, region.geometry, encode_mask(m))
+        else:
+            new, m = self._content(shape, mask)
+        if not m.any():
+            return DeleteRegion(region.id, self.reviewer_id, region.content)
+        if new.kind == region.kind:
+            return EditRegion(region.id, self.reviewer_id, region.content, new, m)
+        create = CreateRegion(self.image_id, self.reviewer_id, region.structure, new, m)
+        return Compound([DeleteRegion(region.id, self.reviewer_id, region.content), create],
+                        f"edit {region.kind} as {new.kind}")  # fmt: skip
+
+    def edit(self, region: Region, shape: Shape | None, mask: np.ndarray | None = None) -> Command:
+        return self.perform(self.edit_command(region, shape, mask))
+
+    def delete(self, regions: Region | list[Region]) -> Command:
+        many = regions if isinstance(regions, list) else [regions]
+        for r in many:
+            self._check_own(r)
+        cmds: list[Command] = [DeleteRegion(r.id, self.reviewer_id, r.content) for r in many]
+        cmd = cmds[0] if len(cmds) == 1 else Compound(cmds, f"delete {len(cmds)} regions")
+        return self.perform(cmd)
+
+    def group(self, commands: list[Command], text: str) -> Command:
+        """Perform several not-yet-performed commands as one edit."""
+        if len(commands) == 1:
+            return self.perform(commands[0])
+        return self.perform(Compound(commands, text))
+
+    def _check_own(self, region: Region) -> None:
+        if region.reviewer_id != self.reviewer_id:
+            raise ReadOnlyRegion(
+                f"region {region.id} belongs to {region.reviewer}; it is read-only"
+            )
+
+    # -- review state
+    def review_status(self) -> tuple[str, str]:
+        with self.db.session(read_only=True) as s:
+            return review_status(s, self.image_id, self.reviewer_id)
+
+    def set_status(self, status: str, comment: str | None = None) -> Command:
+        before = self.review_status()
+        after = (status, before[1] if comment is None else comment)
+        return self.perform(SetReviewStatus(self.image_id, self.reviewer_id, before, after))
+
+    def verdict(self, heatmap_id: int) -> tuple[str | None, str]:
+        with self.db.session(read_only=True) as s:
+            rows = repo.list_verdicts(s, heatmap=heatmap_id, reviewer=self.reviewer_id)
+            return (rows[0].verdict, rows[0].comment) if rows else (None, "")
+
+    def set_verdict(self, heatmap_id: int, verdict: str | None, comment: str = "") -> Command:
+        before = self.verdict(heatmap_id)
+        return self.perform(
+            SetVerdict(heatmap_id, self.reviewer_id, before, (verdict, comment if verdict else ""))
+        )
+
+
+def review_status(s: Session, image_id: int, reviewer_id: int) -> tuple[str, str]:
+    """(status, comment) of a reviewer's review of an image; ("unreviewed", "") when none."""
+    row = s.scalar(
+        select(ImageReview).where(
+            ImageReview.image_id == image_id, ImageReview.reviewer_id == reviewer_id
+        )
+    )
+    return (row.status, row.comment) if row is not None else ("unreviewed", "")
+
+
+def regions_fingerprint(db: Database, image_id: int) -> tuple[Any, ...]:
+    """A cheap summary of an image's regions that changes with any create, edit, delete or
+    restore (by any process), so a window can notice another instance's edits."""
+    with db.session(read_only=True) as s:
+        row = s.execute(
+            select(func.count(Annotation.id), func.max(Annotation.updated_at),
+                   func.max(Annotation.deleted_at)).where(Annotation.image_id == image_id)
+        ).one()  # fmt: skip
+        return tuple(row)
+
+
+def heatmap_id_for(db: Database, run_id: int | None, image_id: int | None) -> int | None:
+    """The stored heatmap of a CAM run on an image (what a verdict is about), or None."""
+    if run_id is None or image_id is None:
+        return None
+    with db.session(read_only=True) as s:
+        row = repo.get_heatmap(s, run_id, image_id)
+        return None if row is None else row.id
+
+
+class UndoHistory:
+    """A plain-Python undo stack over an Editor (the GUI uses a QUndoStack instead).
+
+    A command that fails to undo/redo because of a conflict is dropped from the history (its
+    region was changed elsewhere, so replaying it would overwrite someone's work).
+    """
+
+    def __init__(self, editor: Editor) -> None:
+        self.editor = editor
+        self._done: list[Command] = []
+        self._undone: list[Command] = []
+
+    def push(self, cmd: Command) -> Command:
+        """Record an already performed command."""
+        self._done.append(cmd)
+        self._undone.clear()
+        return cmd
+
+    def can_undo(self) -> bool:
+        return bool(self._done)
+
+    def can_redo(self) -> bool:
+        return bool(self._undone)
+
+    def undo(self) -> Command:
+        cmd = self._done.pop()
+        self.editor.revert(cmd)  # on EditConflict the command is gone from the history
+        self._undone.append(cmd)
+        return cmd
+
+    def redo(self) -> Command:
+        cmd = self._undone.pop()
+        self.editor.perform(cmd)
+        self._done.append(cmd)
+        return cmd

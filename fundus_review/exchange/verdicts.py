@@ -1,0 +1,127 @@
+"""The reviewers' verdicts on heatmaps (yes / partly / no + comment) as rows and as a CSV file.
+
+One row per (heatmap, reviewer) verdict, with what the heatmap is (dataset, image, model, CAM
+method, layers, target) and the reviewer's review status of the image, so the file can be read
+next to the automatic scores without the database.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+from sqlalchemy import select
+
+from fundus_review.exchange.atomic import atomic_write_text
+from fundus_review.exchange.selection import Ref, reviewer_ids
+from fundus_review.scoring import resolve_dataset_ids
+from fundus_review.store.db import Database
+from fundus_review.store.schema import (
+    CamRun,
+    Dataset,
+    Heatmap,
+    Image,
+    ImageReview,
+    ModelRecord,
+    Reviewer,
+    Verdict,
+)
+
+
+@dataclass(frozen=True)
+class VerdictRow:
+    dataset: str
+    image: str
+    image_id: int
+    model: str
+    method: str
+    layers: str
+    target: str
+    heatmap_id: int
+    reviewer: str
+    verdict: str
+    comment: str
+    review_status: str
+    updated_at: str
+
+
+def verdict_rows(
+    db: Database,
+    dataset: Ref | Sequence[Ref] | None = None,
+    reviewers: Sequence[str] | None = None,
+) -> list[VerdictRow]:
+    """Every stored verdict matching the filters, ordered by dataset, image, model, method."""
+    with db.session(read_only=True) as s:
+        q = (
+            select(Verdict, Heatmap, CamRun, ModelRecord, Image, Dataset, Reviewer)
+            .join(Heatmap, Verdict.heatmap_id == Heatmap.id)
+            .join(CamRun, Heatmap.cam_run_id == CamRun.id)
+            .join(ModelRecord, CamRun.model_id == ModelRecord.id)
+            .join(Image, Heatmap.image_id == Image.id)
+            .join(Dataset, Image.dataset_id == Dataset.id)
+            .join(Reviewer, Verdict.reviewer_id == Reviewer.id)
+            .order_by(
+                Dataset.name,
+                Image.rel_path,
+                ModelRecord.name,
+                CamRun.method,
+                CamRun.id,
+                Reviewer.name,
+            )  # fmt: skip
+        )
+        ds_ids = resolve_dataset_ids(s, dataset)
+        if ds_ids is not None:
+            q = q.where(Image.dataset_id.in_(ds_ids))
+        revs = reviewer_ids(s, reviewers)
+        if revs is not None:
+            q = q.where(Verdict.reviewer_id.in_(revs))
+        statuses = {(r.image_id, r.reviewer_id): r.status for r in s.scalars(select(ImageReview))}
+        return [
+            VerdictRow(
+                dataset=ds.name,
+                image=img.rel_path,
+                image_id=img.id,
+                model=model.name,
+                method=run.method,
+                layers=";".join(run.layers),
+                target=run.target_policy,
+                heatmap_id=hm.id,
+                reviewer=rev.name,
+                verdict=v.verdict,
+                comment=v.comment,
+                review_status=statuses.get((img.id, rev.id), "unreviewed"),
+                updated_at=v.updated_at.isoformat(timespec="seconds"),
+            )
+            for v, hm, run, model, img, ds, rev in s.execute(q)
+        ]
+
+
+def verdict_counts(rows: Sequence[VerdictRow]) -> dict[tuple[str, str], dict[str, int]]:
+    """{(model, method): {"yes": n, "partly": n, "no": n}} for reports."""
+    out: dict[tuple[str, str], dict[str, int]] = {}
+    for r in rows:
+        counts = out.setdefault((r.model, r.method), {"yes": 0, "partly": 0, "no": 0})
+        counts[r.verdict] = counts.get(r.verdict, 0) + 1
+    return out
+
+
+def export_verdicts(
+    db: Database,
+    path: str | Path,
+    dataset: Ref | Sequence[Ref] | None = None,
+    reviewers: Sequence[str] | None = None,
+) -> int:
+    """Write the verdicts as UTF-8 CSV (header row, one verdict per row); returns the row count."""
+    rows = verdict_rows(db, dataset, reviewers)
+    buf = io.StringIO()
+    writer = csv.DictWriter(
+        buf, fieldnames=[f.name for f in fields(VerdictRow)], lineterminator="\n"
+    )
+    writer.writeheader()
+    for r in rows:
+        writer.writerow(asdict(r))
+    atomic_write_text(path, buf.getvalue())
+    return len(rows)
