@@ -200,11 +200,19 @@ def build_parser() -> argparse.ArgumentParser:
 def _extra_parsers() -> list:
     # Commands defined in their own modules; their heavy imports happen only when they run.
     from fundus_review.cli_demo import add_demo_parser
+    from fundus_review.cli_exchange import add_exchange_parsers
     from fundus_review.cli_gui import add_gui_parser
     from fundus_review.cli_report import add_report_parser, add_score_parser
     from fundus_review.inference.train_cli import add_train_parser
 
-    return [add_train_parser, add_score_parser, add_report_parser, add_demo_parser, add_gui_parser]
+    return [
+        add_train_parser,
+        add_score_parser,
+        add_report_parser,
+        add_exchange_parsers,
+        add_demo_parser,
+        add_gui_parser,
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -52,7 +52,19 @@ def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
         main(["--help"])
     assert exc.value.code == 0
     out = capsys.readouterr().out
-    for command in ("analyze", "import-masks", "model", "demo-data", "train", "demo", "gui"):
+    for command in (
+        "analyze",
+        "import-masks",
+        "model",
+        "demo-data",
+        "train",
+        "score",
+        "report",
+        "export",
+        "import-labelme",
+        "demo",
+        "gui",
+    ):
         assert command in out
 
 
