@@ -6,16 +6,24 @@ path. Unreadable files are reported and skipped, never fatal.
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from fundus_review.data.dataset import DatasetScan, scan_dataset
 from fundus_review.data.images import file_sha256, image_size
 from fundus_review.data.masks_io import find_mask_files, load_mask
 from fundus_review.errors import FundusReviewError
+from fundus_review.paths import cache_dir
 from fundus_review.store import repo
 from fundus_review.store.db import Database
-from fundus_review.store.schema import Image
+from fundus_review.store.schema import Image, Label
 
 
 @dataclass
@@ -34,16 +42,21 @@ def register_dataset(
     filename_column: str | None = None,
     label_column: str | None = None,
 ) -> RegisteredDataset:
-    """Scan `root`, record every readable image (size + content hash) and its label."""
+    """Scan `root`, record every readable image (size + content hash) and its label.
+
+    Called on every open and every analysis, so it must be cheap when little changed: a file whose
+    size and timestamps match the last registration is not hashed again (`_FileIds`), and the
+    stored rows are read in two bulk queries instead of two queries per image.
+    """
     scan = scan_dataset(
         root, labels_csv=labels_csv, filename_column=filename_column, label_column=label_column
     )
     problems = list(scan.problems)
+    known = _FileIds(Path(scan.root))
     headers: list[tuple[str, int, int, str, str | None]] = []
     for rec in scan.records:
         try:
-            width, height = image_size(rec.path)
-            sha = file_sha256(rec.path)
+            width, height, sha = known.identify(rec.path, rec.rel_path)
         except FundusReviewError as exc:
             problems.append((str(rec.path), str(getattr(exc, "reason", exc))))
             continue
@@ -55,14 +68,104 @@ def register_dataset(
     label_source = scan.label_source
     with db.session() as s:
         dataset = repo.get_or_create_dataset(s, scan.root)
+        stored = {
+            img.rel_path: img
+            for img in s.scalars(select(Image).where(Image.dataset_id == dataset.id))
+        }
+        labels = {
+            lab.image_id: lab
+            for lab in s.scalars(
+                select(Label)
+                .join(Image)
+                .where(Image.dataset_id == dataset.id, Label.source == label_source)
+            )
+        }
+        fresh = [h for h in headers if h[0] not in stored]
+        if len(fresh) > 1:
+            new_images, new_labels = _insert_new(s, dataset.id, fresh, label_source)
+            stored.update(new_images)
+            labels.update(new_labels)
         image_ids: dict[str, int] = {}
         for rel_path, width, height, sha, label in headers:
-            image = repo.upsert_image(s, dataset, rel_path, width, height, sha)
+            image = stored.get(rel_path)
+            if image is None or (image.width, image.height, image.sha256) != (width, height, sha):
+                image = repo.upsert_image(s, dataset, rel_path, width, height, sha)
             if label is not None:
-                repo.set_label(s, image, label, label_source)
+                current = labels.get(image.id)
+                if current is None or current.value != str(label):
+                    labels[image.id] = repo.set_label(s, image, label, label_source)
             image_ids[rel_path] = image.id
         dataset_id = dataset.id
+    known.save()
     return RegisteredDataset(dataset_id, Path(scan.root), scan, image_ids, problems)
+
+
+def _insert_new(
+    s: object, dataset_id: int, fresh: list[tuple[str, int, int, str, str | None]], source: str
+) -> tuple[dict[str, Image], dict[int, Label]]:
+    """Insert never-seen images with their labels in one flush (a first registration of 10,000
+    images would otherwise cost 20,000 round trips). If another writer got there first the
+    savepoint is rolled back and the caller's per-image upsert handles them one by one."""
+    rows = {
+        rel: Image(dataset_id=dataset_id, rel_path=rel, width=w, height=h, sha256=sha)
+        for rel, w, h, sha, _label in fresh
+    }
+    try:
+        with s.begin_nested():
+            s.add_all(rows.values())
+            s.flush()
+            labels = {
+                rows[rel].id: Label(image_id=rows[rel].id, value=str(label), source=source)
+                for rel, _w, _h, _sha, label in fresh
+                if label is not None
+            }
+            s.add_all(labels.values())
+            s.flush()
+    except IntegrityError:
+        return {}, {}
+    return rows, labels
+
+
+class _FileIds:
+    """(width, height, sha256) of files already registered, keyed by their stat identity.
+
+    Hashing 10,000 fundus photographs reads tens of gigabytes; a file whose size, mtime, ctime and
+    inode are unchanged has the same bytes (the rule git uses), so it is not read again. The cache
+    lives in the user's cache folder and is disposable: without it everything is hashed.
+    """
+
+    def __init__(self, root: Path) -> None:
+        key = hashlib.sha256(str(root).encode()).hexdigest()[:24]
+        self.path = cache_dir() / "file_ids" / f"{key}.json"
+        try:
+            self.old = json.loads(self.path.read_text())["files"]
+        except (OSError, ValueError, KeyError, TypeError):
+            self.old = {}
+        self.new: dict[str, list] = {}
+
+    def identify(self, path: Path, rel_path: str) -> tuple[int, int, str]:
+        st = os.stat(path)
+        stamp = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
+        hit = self.old.get(rel_path)
+        if isinstance(hit, list) and len(hit) == 7 and hit[:4] == stamp:
+            width, height, sha = int(hit[4]), int(hit[5]), str(hit[6])
+        else:
+            width, height = image_size(path)
+            sha = file_sha256(path)
+        self.new[rel_path] = [*stamp, width, height, sha]
+        return width, height, sha
+
+    def save(self) -> None:
+        if self.new == self.old:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
+            with os.fdopen(fd, "w") as fh:
+                json.dump({"version": 1, "files": self.new}, fh)
+            os.replace(tmp, self.path)
+        except OSError:
+            pass  # a cache that cannot be written only costs time on the next registration
 
 
 @dataclass

@@ -55,12 +55,28 @@ class RunInfo:
     model_id: int
     method: str
     layers: list[str]
-    target_policy: str
+    target_policy: str  # "predicted" | "class:<name>"
+    model_name: str = ""
+
+    @property
+    def target_class(self) -> str | None:
+        """The class the heatmaps explain, None for "the predicted class of each image"."""
+        return self.target_policy[6:] if self.target_policy.startswith("class:") else None
+
+    @property
+    def recipe(self) -> tuple[str, tuple[str, ...]]:
+        """(method, layers): runs that differ only in their target class share a recipe."""
+        return self.method, tuple(self.layers)
 
     @property
     def title(self) -> str:
-        target = "" if self.target_policy == "predicted" else f" [{self.target_policy}]"
+        target = "" if self.target_class is None else f" [class {self.target_class}]"
         return f"{self.method} @ {', '.join(self.layers)}{target}"
+
+    @property
+    def long_title(self) -> str:
+        """The title with the model's name, where runs of several models are listed together."""
+        return f"{self.model_name}: {self.title}" if self.model_name else self.title
 
 
 @dataclass
@@ -102,6 +118,11 @@ def list_datasets(db: Database) -> list[DatasetInfo]:
         ]
 
 
+def dataset_root(db: Database, dataset_id: int) -> str | None:
+    with db.session(read_only=True) as s:
+        return s.scalar(select(Dataset.root).where(Dataset.id == dataset_id))
+
+
 def find_dataset_id(db: Database, root: str | Path) -> int | None:
     root_text = str(Path(root).expanduser().resolve())
     with db.session(read_only=True) as s:
@@ -116,23 +137,45 @@ def list_models(db: Database) -> list[ModelInfo]:
         ]
 
 
-def list_runs(db: Database, model_id: int | None = None) -> list[RunInfo]:
+def list_runs(
+    db: Database, model_id: int | None = None, dataset_id: int | None = None
+) -> list[RunInfo]:
+    """CAM runs (of one model, or all); with `dataset_id`, only runs with heatmaps there."""
     with db.session(read_only=True) as s:
-        q = select(CamRun).order_by(CamRun.id)
+        q = select(CamRun, ModelRecord.name).join(ModelRecord).order_by(CamRun.id)
         if model_id is not None:
             q = q.where(CamRun.model_id == model_id)
+        if dataset_id is not None:
+            in_ds = (
+                select(Heatmap.id)
+                .join(Image, Heatmap.image_id == Image.id)
+                .where(Heatmap.cam_run_id == CamRun.id, Image.dataset_id == dataset_id)
+            )
+            q = q.where(in_ds.exists())
         return [
-            RunInfo(r.id, r.model_id, r.method, r.layers, r.target_policy) for r in s.scalars(q)
+            RunInfo(r.id, r.model_id, r.method, r.layers, r.target_policy, name)
+            for r, name in s.execute(q)
         ]
 
 
-def score_choices(db: Database, run_id: int) -> tuple[list[str], list[str]]:
-    """(metrics, structures) that have stored scores for this CAM run."""
+def run_for_target(
+    runs: list[RunInfo], recipe: tuple[str, tuple[str, ...]], target_class: str | None
+) -> RunInfo | None:
+    """The run of `recipe` whose heatmaps explain `target_class` (None: the predicted class)."""
+    for r in runs:
+        if r.recipe == tuple(recipe) and r.target_class == target_class:
+            return r
+    return None
+
+
+def heatmap_target(db: Database, run_id: int, image_id: int) -> int | None:
+    """The class index the stored heatmap of this run explains on this image; None if absent."""
     with db.session(read_only=True) as s:
-        base = select(Score).join(Heatmap).where(Heatmap.cam_run_id == run_id)
-        metrics = s.scalars(base.with_only_columns(Score.metric).distinct()).all()
-        structures = s.scalars(base.with_only_columns(Score.structure).distinct()).all()
-    return sorted(metrics), sorted(structures)
+        return s.scalar(
+            select(Heatmap.target_index).where(
+                Heatmap.cam_run_id == run_id, Heatmap.image_id == image_id
+            )
+        )
 
 
 def load_browse_rows(
@@ -315,76 +358,6 @@ def load_regions(db: Database, image_id: int) -> list[Region]:
             mask = decode_mask(ann.raster, (image.height, image.width))
             out.append(Region(ann.structure, name, mask))
     return out
-
-
-def stored_scores(
-    db: Database, run_id: int, image_id: int
-) -> list[tuple[str, str, str, float | None]]:
-    """(structure, reviewer, metric, value) rows stored for one heatmap."""
-    with db.session(read_only=True) as s:
-        rows = s.execute(
-            select(Score.structure, Reviewer.name, Score.metric, Score.value)
-            .join(Heatmap, Score.heatmap_id == Heatmap.id)
-            .join(Reviewer, Score.reviewer_id == Reviewer.id)
-            .where(Heatmap.cam_run_id == run_id, Heatmap.image_id == image_id)
-            .order_by(Score.structure, Reviewer.name, Score.metric)
-        ).all()
-    return [(a, b, c, d) for a, b, c, d in rows]
-
-
-@dataclass(frozen=True)
-class ScorePoint:
-    image_id: int
-    run_id: int
-    confidence: float | None
-    correct: bool | None
-    value: float | None
-
-
-def score_points(
-    db: Database, dataset_id: int, run_ids: list[int], metric: str, structure: str
-) -> list[ScorePoint]:
-    """Per image and run: confidence of the run's model and the chosen score (summary plots)."""
-    if not run_ids:
-        return []
-    with db.session(read_only=True) as s:
-        runs = {r.id: r for r in s.scalars(select(CamRun).where(CamRun.id.in_(run_ids)))}
-        model_ids = {r.model_id for r in runs.values()}
-        classes = {
-            m.id: list(m.card.get("classes", []))
-            for m in s.scalars(select(ModelRecord).where(ModelRecord.id.in_(model_ids)))
-        }
-        in_ds = select(Image.id).where(Image.dataset_id == dataset_id)
-        conf: dict[tuple[int, int], tuple[float, str]] = {}
-        for image_id, model_id, probs, idx in s.execute(
-            select(
-                Prediction.image_id,
-                Prediction.model_id,
-                Prediction.probs,
-                Prediction.predicted_index,
-            ).where(Prediction.model_id.in_(model_ids), Prediction.image_id.in_(in_ds))
-        ):
-            names = classes.get(model_id, [])
-            conf[(image_id, model_id)] = (float(probs[idx]), names[idx] if idx < len(names) else "")
-        labels = dict(
-            s.execute(select(Label.image_id, Label.value).where(Label.image_id.in_(in_ds))).all()
-        )
-        pts = []
-        for image_id, run_id, value in s.execute(
-            select(Heatmap.image_id, Heatmap.cam_run_id, Score.value)
-            .join(Score, Score.heatmap_id == Heatmap.id)
-            .where(
-                Heatmap.cam_run_id.in_(run_ids),
-                Heatmap.image_id.in_(in_ds),
-                Score.metric == metric,
-                Score.structure == structure,
-            )
-        ):
-            c, pred = conf.get((image_id, runs[run_id].model_id), (None, None))
-            label = labels.get(image_id)
-            correct = None if label is None or pred is None else label == pred
-            pts.append(ScorePoint(image_id, run_id, c, correct, value))
-    return pts
 
 
 def image_files(db: Database, dataset_id: int) -> dict[int, tuple[Path, str]]:

@@ -19,6 +19,7 @@ from fundus_review.viewdata import (
     DatasetInfo,
     ImageDetail,
     RunInfo,
+    dataset_root,
     find_dataset_id,
     image_detail,
     image_files,
@@ -27,6 +28,7 @@ from fundus_review.viewdata import (
     list_runs,
     load_browse_rows,
 )
+from fundus_review.viewscores import score_choices
 
 
 class Session:
@@ -40,6 +42,8 @@ class Session:
         self.reviewer: str | None = None
         self.badge: tuple[str, str] | None = ("pointing_hit", "optic_disc")  # (metric, structure)
         self.batch_size = 16
+        self.labels_csv: Path | None = None  # attached from the menu; used by every re-scan
+        self.classes: list[str] = []  # of the chosen bundle
 
     # -- database / dataset -------------------------------------------------------------
     def open_db(self, path: str | Path) -> None:
@@ -65,18 +69,24 @@ class Session:
     def dataset_root(self) -> Path | None:
         if self.db is None or self.dataset_id is None:
             return None
-        for ds in list_datasets(self.db):
-            if ds.id == self.dataset_id:
-                return Path(ds.root)
-        return None
+        root = dataset_root(self.db, self.dataset_id)
+        return None if root is None else Path(root)
 
     def register(self, folder: Path, labels_csv=None, masks_dir=None) -> tuple[int, list, int]:
-        """Scan + register (+ import masks from masks_dir or <folder>/masks); returns the id."""
+        """Scan + register + import masks; returns (dataset id, problems, masks imported).
+
+        Masks come from `masks_dir` (attached from the menu), else from <folder>/masks the first
+        time the folder is registered: re-reading thousands of mask files on every open would
+        only repeat an idempotent import (the Attach menu re-imports on demand).
+        """
         from fundus_review.importing import import_masks, register_dataset
 
         db = self._need_db()
+        first_time = find_dataset_id(db, folder) is None
         reg = register_dataset(db, folder, labels_csv)
-        masks = masks_dir or (reg.root / "masks" if (reg.root / "masks").is_dir() else None)
+        masks = masks_dir
+        if masks is None and first_time and (reg.root / "masks").is_dir():
+            masks = reg.root / "masks"
         n_masks = 0
         if masks is not None:
             summary = import_masks(db, reg, masks, self.reviewer or "reference")
@@ -120,9 +130,24 @@ class Session:
                 self.model_id = m.id
 
     def runs(self) -> list[RunInfo]:
+        """CAM runs of the chosen model (what the viewer's heatmap choice offers)."""
         if self.db is None or self.model_id is None:
             return []
         return list_runs(self.db, self.model_id)
+
+    def score_choices(self) -> tuple[list[str], list[str]]:
+        """(metrics, structures) with stored scores in this dataset: the badge's choices."""
+        runs = self.dataset_runs()
+        if not runs:
+            return [], []
+        metrics, structures, _reviewers = score_choices(self._need_db(), [r.id for r in runs])
+        return metrics, structures
+
+    def dataset_runs(self) -> list[RunInfo]:
+        """Runs of every model with heatmaps in this dataset (compare mode, summary)."""
+        if self.db is None or self.dataset_id is None:
+            return []
+        return list_runs(self.db, None, self.dataset_id)
 
     def analysis_request(
         self, methods: list[str], layers: list[str] | None, target: str, image_ids: list[int] | None
@@ -142,8 +167,9 @@ class Session:
             layers=layers,
             target=target or "predicted",
             image_ids=image_ids,
+            labels_csv=self.labels_csv,
             batch_size=self.batch_size,
-            # Masks were imported when the dataset was opened; do not re-import on every run.
+            # None: run_analysis re-imports <dataset>/masks (idempotent), as the CLI does.
             masks_dir=None,
         )
 

@@ -1,41 +1,43 @@
 """The main window: browser | viewer (+ compare, summary) | side panel, menus, status bar.
 
 All slow work runs elsewhere: analysis jobs on the JobController's QThread, dataset registration,
-row queries, photo decoding and overlay building on the TaskRunner's pool. The UI thread only
-places results, so browsing and zooming stay responsive while a whole-dataset job runs.
+scoring, row queries, photo decoding and overlay building on the TaskRunner's pool. The UI thread
+only places results, so browsing and zooming stay responsive while a whole-dataset job runs.
+Opening things lives in window_open.py, jobs and the report in window_jobs.py.
 """
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
-from PySide6.QtCore import QSettings, Qt, Slot
+from PySide6.QtCore import QSettings, Qt, Signal, Slot
 from PySide6.QtGui import QAction, QKeySequence
-from PySide6.QtWidgets import (
-    QDockWidget,
-    QFileDialog,
-    QLabel,
-    QMainWindow,
-    QMessageBox,
-    QTabWidget,
-)
+from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QMessageBox, QTabWidget
 
 from fundus_review.errors import FundusReviewError
 from fundus_review.gui.browser import BrowserPanel
 from fundus_review.gui.compare import CompareView
-from fundus_review.gui.loading import Session, load_bundle_card, load_photo, startup_info
-from fundus_review.gui.overlays import Overlays, build_overlays
+from fundus_review.gui.loading import Session, load_photo, startup_info
+from fundus_review.gui.overlays import Overlays, build_overlays, pick_overlays
+from fundus_review.gui.pyramid import Pyramid
 from fundus_review.gui.settings import get_str, open_settings
 from fundus_review.gui.side_panel import SidePanel
 from fundus_review.gui.summary import SummaryPanel
 from fundus_review.gui.tasks import TaskRunner
 from fundus_review.gui.viewer import ImageViewer
 from fundus_review.gui.window_jobs import JobsMixin
+from fundus_review.gui.window_open import OpenMixin
 from fundus_review.gui.worker import JobController
+from fundus_review.viewdata import run_for_target
 
 
-class MainWindow(JobsMixin, QMainWindow):
+class MainWindow(OpenMixin, JobsMixin, QMainWindow):
+    registered = Signal(object)  # dataset id, after a (re-)registration finished
+    rows_loaded = Signal(int)  # number of rows now in the browser
+    overlays_shown = Signal(object)  # the Overlays now in the viewer
+    scoring_done = Signal(object)  # scoring.ScoringSummary
+    report_done = Signal(object)  # report.ReportResult
+
     def __init__(
         self,
         db: str | Path | None = None,
@@ -51,21 +53,30 @@ class MainWindow(JobsMixin, QMainWindow):
         self.tasks.error.connect(self.show_error)
         self.jobs = JobController(self)
         self.last_error: str | None = None
-        self.photo = None  # (image_id, rgb, fov)
+        self.photo = None  # (ImageDetail, rgb, fov)
+        self.photo_pyramid = None  # the photo's display levels (pyramid.Pyramid)
         self.overlays: Overlays | None = None
         self._last_row_refresh = 0.0
+        self._rows_reset_since: float | None = None  # a dataset was opened, rows not shown yet
         self._build_ui()
         self._connect()
         self._restore_layout()
-        # torch is imported here, on its own thread, so the first rows and photo are not queued
-        # behind it.
+        # torch (CAM methods, device) is imported on its own thread once the first rows are
+        # shown: importing it holds the GIL for long stretches, which would slow the opening.
         self._startup = TaskRunner(self, max_threads=1)
-        self._startup.submit(startup_info, self._on_startup_info, self.show_error)
+        self._startup_started = False
+        self._registering = False
+        self.rows_loaded.connect(self._start_startup_info)
+        self.registered.connect(self._start_startup_info)
         db = db or get_str(self.settings, "last_db")
         model = model or get_str(self.settings, "last_model")
         self.refresh_bundles(Path(model) if model else None)
         if db:
             self.open_database(db, dataset or get_str(self.settings, "last_dataset"))
+        elif dataset:
+            self.open_dataset(dataset)
+        if self.session.dataset_id is None and not dataset:
+            self._start_startup_info()  # nothing to open: no reason to wait
 
     # ------------------------------------------------------------------------------ layout
     def _build_ui(self) -> None:
@@ -79,9 +90,12 @@ class MainWindow(JobsMixin, QMainWindow):
         self.setCentralWidget(self.tabs)
         self.browser = BrowserPanel()
         self.side = SidePanel()
+        # Other tools (annotation drawing) add their own tabs next to "Analysis".
+        self.side_tabs = QTabWidget()
+        self.side_tabs.addTab(self.side, "Analysis")
         for name, widget, area in (
             ("Images", self.browser, Qt.LeftDockWidgetArea),
-            ("Analysis", self.side, Qt.RightDockWidgetArea),
+            ("Tools", self.side_tabs, Qt.RightDockWidgetArea),
         ):
             dock = QDockWidget(name, self)
             dock.setObjectName(f"dock_{name}")
@@ -93,11 +107,16 @@ class MainWindow(JobsMixin, QMainWindow):
         self.statusBar().addWidget(self.status_text, 1)
         self.statusBar().addPermanentWidget(self.hover_text)
         self.statusBar().addPermanentWidget(self.device_text)
+        self._build_menus()
+
+    def _build_menus(self) -> None:
         m = self.menuBar().addMenu("&File")
         self._action(m, "Open &dataset folder…", self.ask_dataset, QKeySequence.Open)
         self._action(m, "Open data&base…", self.ask_database)
+        self._action(m, "Open model &bundle…", self.ask_bundle)
+        m.addSeparator()
         self._action(m, "Attach &labels CSV…", self.ask_labels)
-        self._action(m, "Import expert &masks folder…", self.ask_masks)
+        self._action(m, "Attach expert &masks folder…", self.ask_masks)
         m.addSeparator()
         self.export_action = self._action(m, "&Export report…", self.export_report)
         m.addSeparator()
@@ -106,14 +125,16 @@ class MainWindow(JobsMixin, QMainWindow):
         self._action(a, "Run on current &image", lambda: self.start_job("image"), "Ctrl+R")
         self._action(a, "Run on &selection", lambda: self.start_job("selection"))
         self._action(a, "Run on &all images", lambda: self.start_job("all"))
+        self._action(a, "Compute the &missing heatmap", self.compute_missing, "Ctrl+K")
         self._action(a, "&Cancel", self.jobs.cancel, "Esc")
+        a.addSeparator()
+        self._action(a, "Compute &scores now", self.score_now)
         v = self.menuBar().addMenu("&View")
-        self._action(v, "&Reset zoom", lambda: self.viewer.view.autoRange(padding=0.01), "Ctrl+0")
-        grid = self._action(v, "Thumbnail &grid", self.browser.grid_toggle.toggle, "Ctrl+G")
-        grid.setCheckable(False)
+        self._action(v, "&Viewer", lambda: self.tabs.setCurrentWidget(self.viewer), "Ctrl+1")
         self._action(v, "&Compare mode", lambda: self.tabs.setCurrentWidget(self.compare), "Ctrl+2")
         self._action(v, "&Summary", lambda: self.tabs.setCurrentWidget(self.summary), "Ctrl+3")
-        self._action(v, "&Viewer", lambda: self.tabs.setCurrentWidget(self.viewer), "Ctrl+1")
+        self._action(v, "&Reset zoom", self._reset_zoom, "Ctrl+0")
+        self._action(v, "Thumbnail &grid", self.browser.grid_toggle.toggle, "Ctrl+G")
         self._wire_export()
 
     def _action(self, menu, text, slot, shortcut=None) -> QAction:
@@ -126,11 +147,13 @@ class MainWindow(JobsMixin, QMainWindow):
 
     def _connect(self) -> None:
         self.browser.current_changed.connect(self.show_image)
+        self.browser.badge_changed.connect(self._on_badge_changed)
         self.side.run_requested.connect(self.start_job)
         self.side.cancel_requested.connect(self.jobs.cancel)
         self.side.bundle_changed.connect(self.set_bundle)
         self.side.browse_bundle.connect(self.ask_bundle)
-        self.side.run_changed.connect(self._on_run_changed)
+        self.side.heatmap_changed.connect(self._on_heatmap_changed)
+        self.side.compute_requested.connect(self.compute_missing)
         self.side.display_changed.connect(self._apply_display)
         self.side.binarize.currentIndexChanged.connect(lambda _i: self.reload_overlays())
         self.jobs.started.connect(self._on_job_started)
@@ -141,6 +164,8 @@ class MainWindow(JobsMixin, QMainWindow):
         self.jobs.running_changed.connect(self.side.set_running)
         self.viewer.hovered.connect(self._on_hover)
         self.summary.open_image.connect(self._open_from_summary)
+        self.tabs.currentChanged.connect(self._on_tab)
+        self.compare.tiles_changed.connect(self._apply_display)
 
     def _restore_layout(self) -> None:
         geo, state = self.settings.value("geometry"), self.settings.value("window_state")
@@ -152,22 +177,26 @@ class MainWindow(JobsMixin, QMainWindow):
             self.restoreState(state)
         else:
             docks = self.findChildren(QDockWidget)
-            self.resizeDocks(docks, [330, 390], Qt.Horizontal)
+            self.resizeDocks(docks, [330, 400], Qt.Horizontal)
         self.side.opacity.setValue(int(self.settings.value("opacity", 50)))
         cmap = get_str(self.settings, "colormap")
         if cmap and self.side.colormap.findText(cmap) >= 0:
             self.side.colormap.setCurrentText(cmap)
+        self.browser.grid_toggle.setChecked(get_str(self.settings, "grid") == "1")
 
     def closeEvent(self, event) -> None:  # noqa: N802 - Qt API
         self.settings.setValue("geometry", self.saveGeometry())
         self.settings.setValue("window_state", self.saveState())
         self.settings.setValue("opacity", self.side.opacity.value())
         self.settings.setValue("colormap", self.side.colormap.currentText())
+        self.settings.setValue("grid", "1" if self.browser.grid_toggle.isChecked() else "0")
         self.settings.sync()
         # Results are committed per batch: stopping after the current one loses nothing finished.
         self.jobs.shutdown()
         self.tasks.wait(10000)
         self.browser.model.loader.wait(10000)
+        # A thread still importing torch when Python exits dies mid-import (Qt reports it).
+        self._startup.wait(30000)
         super().closeEvent(event)
 
     # ------------------------------------------------------------------------------ errors
@@ -180,6 +209,8 @@ class MainWindow(JobsMixin, QMainWindow):
             else f"{type(error).__name__}: {error}"
         )
         self.last_error = text
+        self._registering = False  # an opening that failed must not hold the device read-out
+        self._start_startup_info()
         self.status_text.setText("⚠ " + text.splitlines()[0])
         box = QMessageBox(QMessageBox.Warning, "fundus-review", text.split("\n\n")[0], parent=self)
         if "\n\n" in text:
@@ -190,156 +221,12 @@ class MainWindow(JobsMixin, QMainWindow):
     def status(self, text: str) -> None:
         self.status_text.setText(text)
 
-    # ------------------------------------------------------------------------------ opening
-    def ask_database(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(
-            self,
-            "Open or create a database",
-            "",
-            "SQLite (*.db *.sqlite);;All files (*)",
-            options=QFileDialog.DontConfirmOverwrite,
-        )
-        if path:
-            self.open_database(path)
-
-    def ask_dataset(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Open a dataset folder")
-        if folder:
-            self.open_dataset(folder)
-
-    def ask_bundle(self) -> None:
-        folder = QFileDialog.getExistingDirectory(self, "Open a model bundle folder")
-        if folder:
-            self.refresh_bundles(Path(folder))
-            self.set_bundle(Path(folder))
-
-    def ask_labels(self) -> None:
-        if self.session.dataset_root is None:
-            return self.show_error(FundusReviewError("open a dataset first"))
-        path, _ = QFileDialog.getOpenFileName(self, "Labels CSV", "", "CSV (*.csv)")
-        if path:
-            self.open_dataset(self.session.dataset_root, labels_csv=Path(path))
-
-    def ask_masks(self) -> None:
-        if self.session.dataset_root is None:
-            return self.show_error(FundusReviewError("open a dataset first"))
-        folder = QFileDialog.getExistingDirectory(
-            self, "Masks folder (masks/<structure>/<stem>.png)"
-        )
-        if folder:
-            self.open_dataset(self.session.dataset_root, masks_dir=Path(folder))
-
-    def open_database(self, path: str | Path, dataset: str | Path | None = None) -> bool:
-        try:
-            self.session.open_db(path)
-        except FundusReviewError as exc:
-            self.show_error(exc)
-            return False
-        self.settings.setValue("last_db", str(self.session.db_path))
-        self.setWindowTitle(f"fundus-review — {self.session.db_path}")
-        self.refresh_bundles(self.side.bundle_path())
-        self.set_bundle(self.side.bundle_path())
-        if dataset:
-            self.open_dataset(dataset)
-        else:
-            ds = self.session.first_dataset()
-            if ds is not None:
-                self.load_dataset(ds.id)
-            else:
-                self.status("empty database: open a dataset folder (File ▸ Open dataset folder)")
-        return True
-
-    def open_dataset(self, folder: str | Path, labels_csv=None, masks_dir=None) -> None:
-        """Register the folder (hashing files can take a while) off the UI thread, then show it."""
-        if self.session.db is None:
-            from fundus_review.paths import default_db
-
-            if not self.open_database(default_db()):
-                return
-        folder = Path(folder)
-        existing = self.session.dataset_id_for(folder)
-        if existing is not None and labels_csv is None and masks_dir is None:
-            self.load_dataset(existing)  # show at once; re-scan in the background for new files
-        self.status(f"scanning {folder} …")
-        self.tasks.submit(
-            lambda: self.session.register(folder, labels_csv, masks_dir), self._on_registered
-        )
-
-    def _on_registered(self, result) -> None:
-        dataset_id, problems, n_masks = result
-        note = (
-            f"; {len(problems)} file(s) skipped (first: {problems[0][0]}: {problems[0][1]})"
-            if problems
-            else ""
-        )
-        masks = f", {n_masks} expert mask(s) imported" if n_masks else ""
-        self.status(f"dataset registered{masks}{note}")
-        self.load_dataset(dataset_id)
-
-    def load_dataset(self, dataset_id: int) -> None:
-        self.session.dataset_id = dataset_id
-        root = self.session.dataset_root
-        self.settings.setValue("last_dataset", str(root))
-        t0 = time.perf_counter()
-        self.tasks.submit(
-            lambda: self.session.rows(with_files=True),
-            lambda res: self._on_rows(res, t0, reset=True),
-            key="rows",
-        )
-
-    def refresh_rows(self) -> None:
-        if self.session.dataset_id is None:
-            return
-        self._last_row_refresh = time.monotonic()
-        self.tasks.submit(
-            lambda: self.session.rows(with_files=False),
-            lambda res: self._on_rows(res, None, reset=False),
-            key="rows",
-        )
-
-    def _on_rows(self, result, t0: float | None, reset: bool) -> None:
-        rows, files = result
-        current = self.browser.current_id()
-        if reset:
-            self.browser.set_rows(rows, files)
-            self.status(
-                f"{len(rows)} images in {self.session.dataset_root} "
-                f"({time.perf_counter() - t0:.2f} s)"
-            )
-        else:
-            self.browser.model.update_rows(rows)
-        self.side.set_structures(self.browser.model.state.distinct("structures"))
-        if current is None or not self.browser.select_image(current):
-            if self.browser.model.rowCount() and reset:
-                self.browser.list.setCurrentIndex(self.browser.model.index(0))
-
-    # ------------------------------------------------------------------------------ model
-    def refresh_bundles(self, current: Path | None = None) -> None:
-        self.side.set_bundles(self.session.bundle_choices(), current)
-
-    @Slot(object)
-    def set_bundle(self, path: Path | None) -> None:
-        self.session.set_bundle(path)
-        if path is not None:
-            self.settings.setValue("last_model", str(path))
-            self.tasks.submit(lambda: load_bundle_card(path), self._on_card, key="card")
-        self.refresh_runs()
-
-    def _on_card(self, card) -> None:
-        classes, layers = card
-        self.side.set_card(classes, layers)
-
-    def refresh_runs(self, keep: int | None = None) -> None:
-        self.session.refresh_model()
-        self.side.set_runs(self.session.runs(), keep)
-        self._on_run_changed(self.side.run_id())
-
-    @Slot(object)
-    def _on_run_changed(self, run_id: int | None) -> None:
-        self.session.run_id = run_id
-        self.compare.set_runs(self.session.runs())
-        self.refresh_rows()
-        self.reload_overlays()
+    @Slot()
+    def _start_startup_info(self, *_args) -> None:
+        # After the rows are shown and the background re-scan is done: then the UI is idle.
+        if not self._startup_started and not self._registering:
+            self._startup_started = True
+            self._startup.submit(startup_info, self._on_startup_info, self.show_error)
 
     def _on_startup_info(self, info) -> None:
         methods, device = info
@@ -352,37 +239,80 @@ class MainWindow(JobsMixin, QMainWindow):
         if image_id is None or self.session.db is None:
             return
         session = self.session
-        self.tasks.submit(
-            lambda: load_photo(session, image_id), self._on_photo, key="photo", priority=10
-        )
+
+        def job():
+            detail, rgb, fov = load_photo(session, image_id)
+            return detail, rgb, fov, Pyramid(rgb).prepare()
+
+        self.tasks.submit(job, self._on_photo, key="photo", priority=10)
 
     def _on_photo(self, result) -> None:
-        detail, rgb, fov = result
-        self.photo = (detail, rgb, fov)
-        self.viewer.set_photo(rgb)
+        detail, rgb, fov, pyramid = result
+        self.photo, self.photo_pyramid = (detail, rgb, fov), pyramid
+        self.viewer.set_photo(pyramid)
         self.side.show_prediction(detail)
-        self.compare.set_image(detail, rgb, fov)
+        if self.tabs.currentWidget() is self.compare:
+            self.compare.set_image(detail, rgb, fov, pyramid)
+        self.reload_overlays()
+
+    def heatmap_candidates(self) -> list[tuple[int, int | None]] | None:
+        """Runs that can show the chosen heatmap (see overlays.pick_overlays); None: no heatmap."""
+        recipe = self.side.chosen_recipe()
+        if recipe is None:
+            return None
+        runs, cls = self.session.runs(), self.side.chosen_class()
+        out: list[tuple[int, int | None]] = []
+        exact = run_for_target(runs, recipe, cls)
+        if exact is not None:
+            out.append((exact.id, None))
+        if cls is not None and cls in self.session.classes:
+            predicted = run_for_target(runs, recipe, None)
+            if predicted is not None:
+                out.append((predicted.id, self.session.classes.index(cls)))
+        return out
+
+    @Slot()
+    def _on_heatmap_changed(self) -> None:
+        """Another recipe or class: the badges follow its run, the viewer its heatmap."""
+        candidates = self.heatmap_candidates() or []
+        run_id = candidates[0][0] if candidates else None
+        if run_id != self.session.run_id:
+            self.session.run_id = run_id
+            self.refresh_rows()
         self.reload_overlays()
 
     def reload_overlays(self) -> None:
         if self.photo is None or self.session.db is None:
             return
         detail, rgb, fov = self.photo
-        db, run_id, method = self.session.db, self.session.run_id, self.side.binarize.currentText()
-        self.tasks.submit(
-            lambda: build_overlays(db, detail.image_id, run_id, rgb.shape[:2], fov, method),
-            self._on_overlays,
-            key="overlays",
-            priority=5,
-        )
+        db, method = self.session.db, self.side.binarize.currentText()
+        candidates = self.heatmap_candidates()
+        image_id, shape = detail.image_id, rgb.shape[:2]
+
+        def job() -> Overlays:
+            if candidates is None:
+                return build_overlays(db, image_id, None, shape, fov, method)
+            return pick_overlays(db, image_id, candidates, shape, fov, method)
+
+        self.tasks.submit(job, self._on_overlays, key="overlays", priority=5)
 
     def _on_overlays(self, ov: Overlays) -> None:
+        if self.photo is None or ov.image_id != self.photo[0].image_id:
+            return
         self.overlays = ov
         self.viewer.set_overlays(ov)
         self._apply_display()
-        if self.photo is not None:
-            self.side.show_prediction(self.photo[0], ov.target_index)
+        self.side.show_prediction(self.photo[0], ov.target_index)
         self.side.show_scores(ov)
+        if ov.missing:
+            recipe = self.side.chosen_recipe()
+            cls = self.side.chosen_class() or "its predicted class"
+            what = f"{recipe[0]} for {cls}" if recipe else "this heatmap"
+            self.side.show_missing(f"no stored {what} on this image")
+            self.viewer.show_message(f"no {what} heatmap stored: Compute (Ctrl+K)")
+        else:
+            self.side.show_missing(None)
+        self.overlays_shown.emit(ov)
 
     @Slot()
     def _apply_display(self) -> None:
@@ -390,9 +320,22 @@ class MainWindow(JobsMixin, QMainWindow):
             viewer.set_opacity(self.side.opacity.value() / 100.0)
             viewer.set_colormap(self.side.colormap.currentText(), self.side.fade.isChecked())
             for layer, box in self.side.layer_boxes.items():
-                viewer.set_layer_visible(layer, box.isChecked())
+                if layer in viewer.visible:
+                    viewer.set_layer_visible(layer, box.isChecked())
             for structure, box in self.side.structure_boxes.items():
                 viewer.set_structure_visible(structure, box.isChecked())
+
+    def _reset_zoom(self) -> None:
+        target = self.compare.viewers[0] if self.tabs.currentWidget() is self.compare else None
+        (target or self.viewer).fit()
+
+    @Slot(int)
+    def _on_tab(self, _index: int) -> None:
+        # Compare tiles load only while visible: browsing with the viewer costs nothing extra.
+        if self.tabs.currentWidget() is self.compare and self.photo is not None:
+            self.compare.set_image(*self.photo, self.photo_pyramid)
+        elif self.tabs.currentWidget() is self.summary:
+            self.summary.refresh()
 
     @Slot(object)
     def _on_hover(self, info) -> None:
@@ -403,6 +346,11 @@ class MainWindow(JobsMixin, QMainWindow):
     @Slot(object)
     def _open_from_summary(self, image_id: int) -> None:
         if not self.browser.select_image(image_id):
-            self.browser.filters.text.clear()
+            self.browser.clear_filters()
             self.browser.select_image(image_id)
         self.tabs.setCurrentWidget(self.viewer)
+
+    @Slot()
+    def _on_badge_changed(self) -> None:
+        self.session.badge = self.browser.badge()
+        self.refresh_rows()

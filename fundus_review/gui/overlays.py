@@ -16,8 +16,10 @@ import numpy as np
 from fundus_review.core.binarize import binarize
 from fundus_review.core.pointing import PointingResult, pointing_game, tolerance_from_transform
 from fundus_review.core.transform import InputTransform
+from fundus_review.gui.pyramid import Pyramid
 from fundus_review.store.db import Database
-from fundus_review.viewdata import load_heatmap, load_regions, stored_scores
+from fundus_review.viewdata import heatmap_target, load_heatmap, load_regions
+from fundus_review.viewscores import stored_scores
 
 # Fixed colours for the usual structures; others get a stable colour from their name.
 STRUCTURE_COLORS: dict[str, tuple[int, int, int]] = {
@@ -73,6 +75,31 @@ class Overlays:
     scores: list[tuple[str, str, str, float | None]] = field(default_factory=list)
     live_scores: dict[str, dict[str, float | None]] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
+    missing: bool = False  # a heatmap was asked for but none is stored for this image
+    heat_pyramid: Pyramid | None = None  # the heatmap's display levels, made off the UI thread
+
+
+def pick_overlays(
+    db: Database,
+    image_id: int,
+    candidates: list[tuple[int, int | None]],
+    shape: tuple[int, int],
+    fov: np.ndarray | None = None,
+    binarize_method: str = "otsu",
+) -> Overlays:
+    """Overlays with the first candidate run that has a fitting heatmap for this image.
+
+    A candidate is (run id, required target class index or None). A heatmap of the "predicted"
+    run explains class k exactly when the image's predicted class is k, so it stands in for a
+    missing class-k run on those images instead of computing the same map again.
+    """
+    for run_id, need in candidates:
+        target = heatmap_target(db, run_id, image_id)
+        if target is not None and (need is None or target == need):
+            return build_overlays(db, image_id, run_id, shape, fov, binarize_method)
+    out = build_overlays(db, image_id, None, shape, fov, binarize_method)
+    out.missing = True
+    return out
 
 
 def build_overlays(
@@ -111,6 +138,7 @@ def build_overlays(
         out.problems.append(f"stored heatmap cannot be shown: {exc}")
         return out
     out.heatmap, out.transform, out.target_index = hm, transform, target
+    out.heat_pyramid = Pyramid(hm).prepare()
     tol = tolerance_from_transform(transform)
     try:
         out.binary_outline = mask_outline(

@@ -1,6 +1,7 @@
-"""The side panel: model + CAM choice and the Run buttons, display settings, the numbers.
+"""The side panel: model + CAM choice and the Run buttons, display settings, the read-outs.
 
-Widgets only; the main window owns the logic and connects to these signals.
+Widgets only; the main window owns the logic and connects to these signals. The panel sits in a
+tab ("Analysis") of the right dock, so later tools (annotation drawing) get tabs of their own.
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ from PySide6.QtWidgets import (
     QGridLayout,
     QGroupBox,
     QHBoxLayout,
-    QHeaderView,
     QLabel,
     QListWidget,
     QListWidgetItem,
@@ -24,26 +24,29 @@ from PySide6.QtWidgets import (
     QPushButton,
     QScrollArea,
     QSlider,
-    QTableWidget,
-    QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
 
-from fundus_review.gui.overlays import Overlays, structure_color
+from fundus_review.gui.overlays import structure_color
+from fundus_review.gui.side_readouts import PredictionBox, ScoresBox
 from fundus_review.gui.viewer import COLORMAPS
-from fundus_review.viewdata import ImageDetail, RunInfo
+from fundus_review.viewdata import RunInfo
 
 DEFAULT_METHODS = ("gradcam", "hirescam", "gradcam++", "xgradcam", "layercam", "eigencam")
 BINARIZE_CHOICES = ("otsu", "fixed", "top_k")
-SCORE_ROWS = ("pointing_hit", "energy_in_mask", "pixel_auc", "iou_otsu", "iou_area_match")
-SCORE_HEADERS = {
-    "pointing_hit": "hit",
-    "energy_in_mask": "energy",
-    "pixel_auc": "AUC",
-    "iou_otsu": "IoU otsu",
-    "iou_area_match": "IoU area",
-}
+PREDICTED = "predicted class"
+LAYER_BOXES = (  # (viewer layer, check box text, on at start)
+    ("heatmap", "heatmap", True),
+    ("regions", "regions", True),
+    ("fov", "FOV", False),
+    ("binary", "contour", True),
+    ("pointing", "max", True),
+)
+
+
+def recipe_key(recipe: tuple[str, tuple[str, ...]]) -> str:
+    return f"{recipe[0]} @ {', '.join(recipe[1])}"
 
 
 class SidePanel(QScrollArea):
@@ -51,23 +54,30 @@ class SidePanel(QScrollArea):
     cancel_requested = Signal()
     bundle_changed = Signal(object)  # Path or None
     browse_bundle = Signal()
-    run_changed = Signal(object)  # CAM run id or None
-    display_changed = Signal()  # opacity / colormap / layers / binarization
+    heatmap_changed = Signal()  # the CAM recipe or the class the heatmap explains
+    compute_requested = Signal()  # compute the missing heatmap for the current image
+    display_changed = Signal()  # opacity / colormap / layers
 
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self.setWidgetResizable(True)
+        # Everything wraps or elides to the dock's width: a sideways scroll bar hides controls.
+        self.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
         body = QWidget()
         lay = QVBoxLayout(body)
         lay.setContentsMargins(4, 4, 4, 4)
+        self.prediction = PredictionBox()
+        self.score_box = ScoresBox()
         lay.addWidget(self._model_group())
         lay.addWidget(self._display_group())
-        lay.addWidget(self._prediction_group())
-        lay.addWidget(self._scores_group())
+        lay.addWidget(self.prediction)
+        lay.addWidget(self.score_box)
         lay.addStretch(1)
         self.setWidget(body)
-        self.setMinimumWidth(370)
+        self.setMinimumWidth(340)
+        self.recipes: dict[str, tuple[str, tuple[str, ...]]] = {}
         self.set_running(False)
+        self.show_missing(None)
 
     # ------------------------------------------------------------------------------ model
     def _model_group(self) -> QGroupBox:
@@ -86,7 +96,7 @@ class SidePanel(QScrollArea):
         self.methods.setSelectionMode(QAbstractItemView.NoSelection)
         self.set_methods({m: m for m in DEFAULT_METHODS}, checked=("gradcam",))
         f.addRow("methods", self.methods)
-        self.target = QComboBox()
+        self.target = QComboBox(toolTip="the class the new heatmaps explain")
         self.target.addItem("predicted")
         f.addRow("target class", self.target)
         self.layer = QComboBox(editable=True)
@@ -122,7 +132,8 @@ class SidePanel(QScrollArea):
         keep = set(checked) if checked is not None else set(self.checked_methods())
         self.methods.clear()
         for name, display in names.items():
-            item = QListWidgetItem(f"{name}  ({display})" if display != name else name)
+            item = QListWidgetItem(name)
+            item.setToolTip(display)
             item.setData(Qt.UserRole, name)
             item.setFlags(item.flags() | Qt.ItemIsUserCheckable)
             item.setCheckState(Qt.Checked if name in keep else Qt.Unchecked)
@@ -159,10 +170,13 @@ class SidePanel(QScrollArea):
         return Path(data) if data else None
 
     def set_card(self, classes: list[str], layers: list[str]) -> None:
-        current = self.target.currentText()
-        self.target.clear()
-        self.target.addItems(["predicted", *classes])
-        self.target.setCurrentIndex(max(0, self.target.findText(current)))
+        for combo, first in ((self.target, "predicted"), (self.heat_class, PREDICTED)):
+            current = combo.currentText()
+            combo.blockSignals(True)
+            combo.clear()
+            combo.addItems([first, *classes])
+            combo.setCurrentIndex(max(0, combo.findText(current)))
+            combo.blockSignals(False)
         self.layer.clear()
         self.layer.addItem("")
         self.layer.addItems(layers)
@@ -172,9 +186,11 @@ class SidePanel(QScrollArea):
         return [p.strip() for p in text.split(",") if p.strip()] or None
 
     def set_running(self, running: bool) -> None:
-        for b in (self.run_image, self.run_selection, self.run_all):
+        for b in (self.run_image, self.run_selection, self.run_all, self.compute):
             b.setEnabled(not running)
         self.cancel.setEnabled(running)
+        # "%v / %m" (images done / to do) only means something while a job runs.
+        self.progress.setFormat("%v / %m" if running else "idle")
         if not running:
             self.progress.setRange(0, 1)
             self.progress.setValue(0)
@@ -183,63 +199,91 @@ class SidePanel(QScrollArea):
     def _display_group(self) -> QGroupBox:
         g = QGroupBox("Display")
         f = QFormLayout(g)
-        self.run_choice = QComboBox()
-        self.run_choice.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
-        self.run_choice.setMinimumContentsLength(14)
-        f.addRow("heatmap", self.run_choice)
+        self.recipe = QComboBox(toolTip="which stored CAM (method @ layer) to show")
+        self.recipe.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.recipe.setMinimumContentsLength(14)
+        f.addRow("heatmap", self.recipe)
+        self.heat_class = QComboBox(toolTip="the class the shown heatmap explains")
+        self.heat_class.addItem(PREDICTED)
+        f.addRow("explains", self.heat_class)
+        self.compute = QPushButton("Compute")
+        self.missing = QLabel("")
+        self.missing.setWordWrap(True)
+        self.missing.setStyleSheet("color: #c77700;")
+        mrow = QHBoxLayout()
+        mrow.addWidget(self.missing, 1)
+        mrow.addWidget(self.compute)
+        f.addRow(mrow)
         self.opacity = QSlider(Qt.Horizontal, minimum=0, maximum=100, value=50)
         f.addRow("opacity", self.opacity)
         self.colormap = QComboBox()
         self.colormap.addItems(list(COLORMAPS))
-        self.fade = QCheckBox("fade low values", checked=True)
+        self.fade = QCheckBox("fade low", checked=True, toolTip="low values transparent")
         crow = QHBoxLayout()
         crow.addWidget(self.colormap, 1)
         crow.addWidget(self.fade)
         f.addRow("colormap", crow)
-        self.binarize = QComboBox()
+        self.binarize = QComboBox(toolTip="how the heatmap is binarized for its contour")
         self.binarize.addItems(BINARIZE_CHOICES)
         f.addRow("contour", self.binarize)
         self.layer_boxes: dict[str, QCheckBox] = {}
-        boxes = QHBoxLayout()
-        for layer, title, on in (
-            ("heatmap", "heatmap", True),
-            ("regions", "regions", True),
-            ("fov", "FOV", False),
-            ("binary", "contour", True),
-            ("pointing", "max", True),
-        ):
-            box = QCheckBox(title, checked=on)
-            box.toggled.connect(self.display_changed)
-            self.layer_boxes[layer] = box
-            boxes.addWidget(box)
-        f.addRow(boxes)
+        self.layer_grid = QGridLayout()
+        self.layer_grid.setContentsMargins(0, 0, 0, 0)
+        for layer, title, on in LAYER_BOXES:
+            self.add_layer_box(layer, title, on)
+        f.addRow("show", self.layer_grid)
         self.structure_box = QWidget()
         self.structure_layout = QGridLayout(self.structure_box)
         self.structure_layout.setContentsMargins(0, 0, 0, 0)
         self.structure_boxes: dict[str, QCheckBox] = {}
         f.addRow("regions", self.structure_box)
-        self.run_choice.currentIndexChanged.connect(lambda _i: self.run_changed.emit(self.run_id()))
+        self.recipe.currentIndexChanged.connect(lambda _i: self.heatmap_changed.emit())
+        self.heat_class.currentIndexChanged.connect(lambda _i: self.heatmap_changed.emit())
+        self.compute.clicked.connect(self.compute_requested)
         self.opacity.valueChanged.connect(self.display_changed)
         self.colormap.currentIndexChanged.connect(self.display_changed)
         self.fade.toggled.connect(self.display_changed)
-        self.binarize.currentIndexChanged.connect(self.display_changed)
         return g
 
-    def set_runs(self, runs: list[RunInfo], keep: int | None = None) -> None:
-        keep = self.run_id() if keep is None else keep
-        self.run_choice.blockSignals(True)
-        self.run_choice.clear()
-        self.run_choice.addItem("(none)", None)
-        for r in runs:
-            self.run_choice.addItem(r.title, r.id)
-        idx = self.run_choice.findData(keep) if keep is not None else -1
-        if idx < 0 and runs:
-            idx = 1
-        self.run_choice.setCurrentIndex(max(idx, 0))
-        self.run_choice.blockSignals(False)
+    def add_layer_box(self, layer: str, title: str, on: bool = True) -> QCheckBox:
+        """A visibility toggle for a viewer layer (extra layers register theirs here too)."""
+        box = QCheckBox(title, checked=on)
+        box.toggled.connect(self.display_changed)
+        n = len(self.layer_boxes)
+        self.layer_boxes[layer] = box
+        self.layer_grid.addWidget(box, n // 3, n % 3)
+        return box
 
-    def run_id(self) -> int | None:
-        return self.run_choice.currentData()
+    def set_runs(self, runs: list[RunInfo]) -> None:
+        """Offer each recipe (method @ layers) once; the class is chosen separately."""
+        current = self.recipe.currentText()
+        had_recipes = bool(self.recipes)
+        self.recipes = {}
+        for r in runs:
+            self.recipes.setdefault(recipe_key(r.recipe), r.recipe)
+        self.recipe.blockSignals(True)
+        self.recipe.clear()
+        self.recipe.addItem("(none)")
+        self.recipe.addItems(list(self.recipes))
+        idx = self.recipe.findText(current) if current else -1
+        if idx < 0 or (idx == 0 and not had_recipes):
+            # The first heatmaps of this model: show them rather than keep "(none)".
+            idx = 1 if self.recipes else 0
+        self.recipe.setCurrentIndex(idx)
+        self.recipe.blockSignals(False)
+
+    def chosen_recipe(self) -> tuple[str, tuple[str, ...]] | None:
+        return self.recipes.get(self.recipe.currentText())
+
+    def chosen_class(self) -> str | None:
+        """The class the heatmap should explain; None = each image's predicted class."""
+        text = self.heat_class.currentText()
+        return None if text in ("", PREDICTED) else text
+
+    def show_missing(self, text: str | None) -> None:
+        self.missing.setText(text or "")
+        self.missing.setVisible(bool(text))
+        self.compute.setVisible(bool(text))
 
     def set_structures(self, structures: list[str]) -> None:
         for name in list(self.structure_boxes):
@@ -251,103 +295,18 @@ class SidePanel(QScrollArea):
                 continue
             box = QCheckBox(name.replace("_", " "), checked=True)
             r, g, b = structure_color(name)
-            box.setStyleSheet(f"QCheckBox {{ color: rgb({r},{g},{b}); }}")
+            # A dark outline keeps light structure colours (yellow, white) readable.
+            box.setStyleSheet(
+                f"QCheckBox {{ color: rgb({r},{g},{b}); background: #333; padding: 1px 3px; }}"
+            )
             box.toggled.connect(self.display_changed)
             self.structure_boxes[name] = box
             n = len(self.structure_boxes) - 1
             self.structure_layout.addWidget(box, n // 2, n % 2)
 
-    # ------------------------------------------------------------------------------ numbers
-    def _prediction_group(self) -> QGroupBox:
-        g = QGroupBox("Prediction")
-        v = QVBoxLayout(g)
-        self.pred_label = QLabel("—")
-        self.pred_label.setWordWrap(True)
-        self.pred_label.setTextFormat(Qt.RichText)
-        self.probs = QTableWidget(0, 2)
-        self.probs.setHorizontalHeaderLabels(["class", "probability"])
-        self.probs.horizontalHeader().setSectionResizeMode(0, QHeaderView.Stretch)
-        self.probs.horizontalHeader().setSectionResizeMode(1, QHeaderView.ResizeToContents)
-        self.probs.verticalHeader().hide()
-        self.probs.setMaximumHeight(110)
-        self.probs.setEditTriggers(QAbstractItemView.NoEditTriggers)
-        v.addWidget(self.pred_label)
-        v.addWidget(self.probs)
-        return g
+    # ------------------------------------------------------------------------------ read-outs
+    def show_prediction(self, detail, target_index: int | None = None) -> None:
+        self.prediction.show_prediction(detail, target_index)
 
-    def show_prediction(self, detail: ImageDetail | None, target_index: int | None = None) -> None:
-        if detail is None:
-            self.pred_label.setText("—")
-            self.probs.setRowCount(0)
-            return
-        head = f"<b>{detail.rel_path}</b><br>{detail.width}×{detail.height}, true: <b>{detail.label or '—'}</b>"
-        if detail.probs is None:
-            self.pred_label.setText(head + "<br>no prediction for this model yet")
-            self.probs.setRowCount(0)
-            return
-        pred = detail.prediction
-        ok = "" if detail.label is None else (" ✔" if pred == detail.label else " ✘ misclassified")
-        conf = detail.probs[detail.predicted_index]
-        text = f"{head}<br>predicted: <b>{pred}</b> {conf:.1%}{ok}"
-        if target_index is not None and detail.classes:
-            text += f"<br>heatmap target: {detail.classes[target_index]}"
-        self.pred_label.setText(text)
-        order = sorted(range(len(detail.probs)), key=lambda i: -detail.probs[i])
-        self.probs.setRowCount(len(order))
-        for r, i in enumerate(order):
-            name = detail.classes[i] if i < len(detail.classes) else str(i)
-            self.probs.setItem(r, 0, QTableWidgetItem(name))
-            self.probs.setItem(r, 1, QTableWidgetItem(f"{detail.probs[i]:.4f}"))
-
-    def _scores_group(self) -> QGroupBox:
-        g = QGroupBox("Localization scores")
-        v = QVBoxLayout(g)
-        self.scores = QTableWidget(0, 0)
-        self.scores.verticalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
-        self.scores.setEditTriggers(QAbstractItemView.NoEditTriggers)
-        self.scores.setMinimumHeight(190)
-        self.scores.horizontalHeader().setSectionResizeMode(QHeaderView.Stretch)
-        self.scores_note = QLabel("")
-        self.scores_note.setWordWrap(True)
-        v.addWidget(self.scores)
-        v.addWidget(self.scores_note)
-        return g
-
-    def show_scores(self, ov: Overlays | None) -> None:
-        """A structure x metric table: stored scores, or live ones where none are stored."""
-        self.scores.clear()
-        if ov is None or ov.heatmap is None:
-            self.scores.setRowCount(0)
-            self.scores.setColumnCount(0)
-            self.scores_note.setText(
-                "no heatmap shown" if ov is None or not ov.problems else "\n".join(ov.problems)
-            )
-            return
-        table: dict[str, dict[str, float | None]] = {}
-        for structure, _reviewer, metric, value in ov.scores:
-            table.setdefault(structure, {})[metric] = value
-        source = "stored"
-        if not table and ov.live_scores:
-            table, source = ov.live_scores, "computed now (not stored)"
-        structures = sorted(table)
-        metrics = [m for m in SCORE_ROWS if any(m in table[s] for s in structures)]
-        self.scores.setRowCount(len(structures))
-        self.scores.setColumnCount(len(metrics))
-        self.scores.setHorizontalHeaderLabels([SCORE_HEADERS.get(m, m) for m in metrics])
-        self.scores.setVerticalHeaderLabels([s.replace("_", " ") for s in structures])
-        for r, s in enumerate(structures):
-            every = "\n".join(
-                f"{m}: {'—' if v is None else f'{v:.4f}'}" for m, v in sorted(table[s].items())
-            )
-            for c, m in enumerate(metrics):
-                v = table[s].get(m)
-                item = QTableWidgetItem("—" if v is None else f"{v:.3f}")
-                item.setToolTip(every)  # every metric of this structure on hover
-                self.scores.setItem(r, c, item)
-        hits = [
-            f"{s}: {'hit' if p.hit else 'miss'} ({p.distance_px:.0f} px, tol {p.tolerance_px:.0f})"
-            for s, p in sorted(ov.pointing.items())
-            if p is not None
-        ]
-        note = f"scores {source}." if structures else "no expert regions on this image."
-        self.scores_note.setText("\n".join([note, *hits, *ov.problems]))
+    def show_scores(self, ov) -> None:
+        self.score_box.show_scores(ov)

@@ -36,9 +36,16 @@ class _Task(QRunnable):
         try:
             result = self.fn()
         except BaseException as exc:  # noqa: BLE001 - every failure must reach the UI
-            self.signals.error.emit((self.task_id, exc, traceback.format_exc()))
+            self._emit("error", (self.task_id, exc, traceback.format_exc()))
             return
-        self.signals.done.emit((self.task_id, result))
+        self._emit("done", (self.task_id, result))
+
+    def _emit(self, name: str, payload) -> None:
+        try:
+            getattr(self.signals, name).emit(payload)
+        except RuntimeError:
+            # The window closed while this task ran (its receiver is gone): nobody to tell.
+            log.debug("background task finished after its window closed")
 
 
 class TaskRunner(QObject):

@@ -1,18 +1,20 @@
 """The image viewer: photograph, heatmap layer, expert outlines, FOV, pointing-game marks.
 
-The photograph is uploaded once per image; every overlay is a separate item, so changing the
-opacity, colormap or a layer toggle never re-uploads the photo. Both image items downsample
-automatically to the screen resolution, which keeps a 4288x2848 photo smooth to pan and zoom.
+Every overlay is a separate item, so changing the opacity, colormap or a layer toggle never
+re-uploads the photo. The photo and the heatmap are shown through image pyramids (pyramid.py):
+only the on-screen part, at the level matching the zoom, is uploaded, which keeps a 4288x2848
+photo smooth to pan and zoom. Outlines and points live in original pixel coordinates.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pyqtgraph as pg
-from PySide6.QtCore import Qt, Signal, Slot
+from PySide6.QtCore import QRectF, Qt, Signal, Slot
 from PySide6.QtGui import QColor
 
 from fundus_review.gui.overlays import Overlays, structure_color
+from fundus_review.gui.pyramid import Pyramid, Window, choose_window, crop
 
 pg.setConfigOptions(imageAxisOrder="row-major", antialias=False)
 
@@ -41,6 +43,37 @@ def heatmap_lut(name: str, fade_low: bool = True) -> np.ndarray:
     return lut
 
 
+class PyramidLayer:
+    """An ImageItem showing the on-screen part of a pyramid at the level the zoom needs."""
+
+    def __init__(self, item: pg.ImageItem, levels: tuple[float, float]) -> None:
+        self.item, self.levels = item, levels
+        self.pyramid: Pyramid | None = None
+        self.window: Window | None = None
+
+    def set(self, pyramid: Pyramid | None, view: pg.ViewBox) -> None:
+        self.pyramid, self.window = pyramid, None
+        if pyramid is None:
+            self.item.clear()
+        else:
+            self.update(view)
+
+    def update(self, view: pg.ViewBox) -> None:
+        if self.pyramid is None:
+            return
+        r = view.viewRect()
+        visible = (r.x(), r.y(), r.width(), r.height())
+        pw, ph = view.viewPixelSize()
+        per_px = min(pw, ph) if pw > 0 and ph > 0 else 1.0
+        need = choose_window(self.pyramid, visible, per_px, margin=0.0)
+        if self.window is not None and self.window.covers(need):
+            return  # a small pan: the margin uploaded last time still covers the screen
+        win = choose_window(self.pyramid, visible, per_px)
+        self.item.setImage(crop(self.pyramid, win), autoLevels=False, levels=self.levels)
+        self.item.setRect(QRectF(*win.rect))
+        self.window = win
+
+
 class ImageViewer(pg.GraphicsLayoutWidget):
     """One view: photo + overlays. Several of them form the compare grid (linked views)."""
 
@@ -54,8 +87,12 @@ class ImageViewer(pg.GraphicsLayoutWidget):
             self.title.setMaximumHeight(0)
         self.view: pg.ViewBox = self.ci.addViewBox(row=1, col=0, lockAspect=True, invertY=True)
         self.view.setMenuEnabled(False)
+        # The image items change their bounds with every crop: ranges are set explicitly (fit()).
+        self.view.disableAutoRange()
         self.photo = pg.ImageItem(axisOrder="row-major", autoDownsample=True)
         self.heat = pg.ImageItem(axisOrder="row-major", autoDownsample=True)
+        self.photo_layer = PyramidLayer(self.photo, (0, 255))
+        self.heat_layer = PyramidLayer(self.heat, (0.0, 1.0))
         self.heat.setZValue(10)
         self.heat.setOpacity(0.5)
         self.view.addItem(self.photo)
@@ -71,6 +108,7 @@ class ImageViewer(pg.GraphicsLayoutWidget):
             item.setZValue(z)
             self.view.addItem(item)
         self.region_curves: dict[str, pg.PlotCurveItem] = {}
+        self.extra_layers: dict[str, pg.GraphicsObject] = {}
         self.visible = dict.fromkeys(LAYERS, True)
         self.visible["fov"] = False
         self.hidden_structures: set[str] = set()
@@ -82,32 +120,44 @@ class ImageViewer(pg.GraphicsLayoutWidget):
         self.message.setZValue(50)
         self.view.addItem(self.message)
         self.scene().sigMouseMoved.connect(self._on_mouse_moved)
+        self.view.sigRangeChanged.connect(self._on_range)
+        self.view.sigResized.connect(self._on_range)
 
     # ---------------------------------------------------------------------------- content
     def set_title(self, text: str) -> None:
         self.title.setText(text)
         self.title.setMaximumHeight(16777215 if text else 0)
 
-    def set_photo(self, rgb: np.ndarray | None) -> None:
-        """Upload a new photograph (once per image) and fit it into the view."""
-        if rgb is None:
-            self.photo.clear()
+    def set_photo(self, photo: np.ndarray | Pyramid | None) -> None:
+        """Show a new photograph (RGB array or its pyramid); a new size fits it into the view."""
+        # The previous image's heatmap and outlines must never sit over this photo, even briefly.
+        self.set_overlays(None)
+        if photo is None:
+            self.photo_layer.set(None, self.view)
             self.image_shape = None
-            self.set_overlays(None)
             return
-        new_shape = rgb.shape[:2]
-        self.photo.setImage(np.ascontiguousarray(rgb), autoLevels=False, levels=(0, 255))
+        pyr = photo if isinstance(photo, Pyramid) else Pyramid(photo)
+        new_shape = pyr.shape
+        self.photo_layer.set(pyr, self.view)
         if new_shape != self.image_shape:
             self.image_shape = new_shape
-            self.view.autoRange(padding=0.01)
-        self.image_shape = new_shape
+            self.fit()
+
+    def fit(self) -> None:
+        """Show the whole image."""
+        if self.image_shape is not None:
+            h, w = self.image_shape
+            self.view.setRange(QRectF(0, 0, w, h), padding=0.01)
+
+    @Slot()
+    def _on_range(self, *_args) -> None:
+        self.photo_layer.update(self.view)
+        self.heat_layer.update(self.view)
 
     def set_overlays(self, ov: Overlays | None) -> None:
         self.overlays = ov
-        if ov is None or ov.heatmap is None:
-            self.heat.clear()
-        else:
-            self.heat.setImage(ov.heatmap, autoLevels=False, levels=(0.0, 1.0))
+        heat = None if ov is None or ov.heatmap is None else ov.heat_pyramid or Pyramid(ov.heatmap)
+        self.heat_layer.set(heat, self.view)
         for curve in self.region_curves.values():
             self.view.removeItem(curve)
         self.region_curves.clear()
@@ -160,9 +210,21 @@ class ImageViewer(pg.GraphicsLayoutWidget):
             self._fade = fade_low
         self.heat.setLookupTable(heatmap_lut(self._colormap, self._fade))
 
+    def add_layer(self, name: str, item: pg.GraphicsObject, z: float = 35) -> None:
+        """Add an overlay of another tool (e.g. drawn regions, ROI handles) as a named layer.
+
+        It lives in image pixel coordinates like the others and follows `set_layer_visible`.
+        """
+        if name in LAYERS or name in self.extra_layers:
+            raise ValueError(f"layer {name!r} exists already")
+        item.setZValue(z)
+        self.view.addItem(item)
+        self.extra_layers[name] = item
+        self.visible[name] = True
+
     def set_layer_visible(self, layer: str, on: bool) -> None:
-        if layer not in LAYERS:
-            raise ValueError(f"unknown layer {layer!r}; expected one of {LAYERS}")
+        if layer not in self.visible:
+            raise ValueError(f"unknown layer {layer!r}; expected one of {sorted(self.visible)}")
         self.visible[layer] = bool(on)
         self._apply_visibility()
 
@@ -175,6 +237,8 @@ class ImageViewer(pg.GraphicsLayoutWidget):
         self.fov_curve.setVisible(self.visible["fov"])
         self.binary_curve.setVisible(self.visible["binary"])
         self.points.setVisible(self.visible["pointing"])
+        for name, item in self.extra_layers.items():
+            item.setVisible(self.visible[name])
         for structure, curve in self.region_curves.items():
             curve.setVisible(self.visible["regions"] and structure not in self.hidden_structures)
 

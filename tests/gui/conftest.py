@@ -76,3 +76,47 @@ def settings(tmp_path):
     from PySide6.QtCore import QSettings
 
     return QSettings(str(tmp_path / "settings.ini"), QSettings.IniFormat)
+
+
+@pytest.fixture(scope="session")
+def analyzed_db(tmp_path_factory, gui_dataset, tiny_bundle) -> Path:
+    """A database where gradcam and eigencam ran over the dataset and were scored (made once)."""
+    from fundus_review.analysis import AnalysisRequest, run_analysis
+    from fundus_review.scoring import score_database
+    from fundus_review.store.db import open_database
+
+    work = tmp_path_factory.mktemp("analyzed")
+    db_path = work / "analyzed.db"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FUNDUS_REVIEW_CACHE", str(work / "cache"))
+        req = AnalysisRequest(
+            dataset=gui_dataset, bundle=tiny_bundle, methods=["gradcam", "eigencam"], db=db_path
+        )
+        events = list(run_analysis(req))
+        db = open_database(db_path)
+        summary = score_database(db, dataset_id=events[-1].dataset_id)
+        db.close()
+    assert events[-1].computed == 6 and summary.scored > 0 and not summary.problems
+    return db_path
+
+
+@pytest.fixture
+def db_copy(analyzed_db, tmp_path) -> Path:
+    """A private copy of the analyzed database (tests may add runs and scores to it)."""
+    import shutil
+
+    dest = tmp_path / "copy.db"
+    shutil.copy(analyzed_db, dest)
+    return dest
+
+
+def open_window(qtbot, db, dataset, bundle, settings):
+    """A shown MainWindow with all 6 rows listed and the first photo loaded."""
+    from fundus_review.gui.main_window import MainWindow
+
+    win = MainWindow(db=db, dataset=dataset, model=bundle, settings=settings)
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitUntil(lambda: win.browser.model.rowCount() == 6, timeout=30_000)
+    qtbot.waitUntil(lambda: win.photo is not None, timeout=30_000)
+    return win

@@ -1,33 +1,19 @@
-"""The main window as a user drives it: open, filter, run in the background, switch, compare."""
+"""The main window as a user drives it: open, filter, move with the keyboard, display, errors."""
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
+from PySide6.QtCore import Qt
 
-from fundus_review.browse import BrowseFilter
-from fundus_review.gui.main_window import MainWindow
 from fundus_review.gui.settings import SETTINGS_SCHEMA, open_settings
+from tests.gui.conftest import open_window
 
 
 @pytest.fixture
 def window(qtbot, isolated, settings, gui_dataset, tiny_bundle):
-    win = MainWindow(
-        db=isolated / "app.db", dataset=gui_dataset, model=tiny_bundle, settings=settings
-    )
-    qtbot.addWidget(win)
-    win.show()
-    qtbot.waitUntil(lambda: win.browser.model.rowCount() == 6, timeout=30_000)
+    win = open_window(qtbot, isolated / "app.db", gui_dataset, tiny_bundle, settings)
     yield win
     win.close()
-
-
-def _run_all(qtbot, win, methods):
-    win.side.set_checked_methods(methods)
-    with qtbot.waitSignal(win.jobs.finished, timeout=120_000) as blocker:
-        win.start_job("all")
-    qtbot.waitUntil(lambda: not win.jobs.is_running(), timeout=10_000)
-    return blocker.args[0]
 
 
 def test_open_dataset_lists_images_with_labels_and_masks(window):
@@ -35,6 +21,18 @@ def test_open_dataset_lists_images_with_labels_and_masks(window):
     assert sorted(r.label for r in st.rows) == ["glaucoma"] * 3 + ["normal"] * 3
     assert all(r.structures == frozenset({"optic_disc"}) for r in st.rows)
     assert window.browser.count.text() == "6 of 6 images"
+    # Nothing analysed yet: no prediction, no heatmap choice, the viewer shows the photo only.
+    assert all(r.prediction is None for r in st.rows)
+    assert window.side.chosen_recipe() is None
+    assert window.viewer.photo.image.shape == (96, 128, 3)
+
+
+def test_thumbnails_arrive_off_the_ui_thread_and_are_cached(qtbot, window, isolated):
+    model = window.browser.model
+    qtbot.waitUntil(lambda: len(model.thumbs) == 6, timeout=30_000)
+    cached = list((isolated / "cache" / "thumbnails").rglob("*.jpg"))
+    assert len(cached) == 6
+    assert all(not p.isNull() for p in model.thumbs.values())
 
 
 def test_filter_bar_filters_the_list(qtbot, window):
@@ -43,17 +41,29 @@ def test_filter_bar_filters_the_list(qtbot, window):
     assert window.browser.model.rowCount() == 3
     assert window.browser.count.text() == "3 of 6 images"
     f.text.setText("_2")
-    assert [r.rel_path for r in map(window.browser.model.state.row_at, range(1))] == [
-        "glaucoma/glaucoma_2.png"
-    ]
+    assert window.browser.model.rowCount() == 1
+    assert window.browser.model.state.row_at(0).rel_path == "glaucoma/glaucoma_2.png"
     f.text.clear()
     f.label.setCurrentText("(any)")
     assert window.browser.model.rowCount() == 6
+    # Nothing is predicted yet: "misclassified" keeps nothing, "unpredicted" everything.
+    f.correctness.setCurrentText("misclassified")
+    assert window.browser.model.rowCount() == 0
+    f.correctness.setCurrentText("unpredicted")
+    assert window.browser.model.rowCount() == 6
+    window.browser.clear_filters()
+    assert f.correctness.currentText() == "all"
+
+
+def test_sort_descending_by_name(qtbot, window):
+    f = window.browser.filters
+    f.sort.setCurrentText("name")
+    f.descending.setChecked(True)
+    names = [window.browser.model.state.row_at(i).name for i in range(6)]
+    assert names == sorted(names, reverse=True)
 
 
 def test_keyboard_moves_and_viewer_follows(qtbot, window):
-    from PySide6.QtCore import Qt
-
     lst = window.browser.list
     lst.setFocus()
     first = window.browser.current_id()
@@ -64,68 +74,41 @@ def test_keyboard_moves_and_viewer_follows(qtbot, window):
     qtbot.waitUntil(
         lambda: window.photo is not None and window.photo[0].image_id == second, timeout=20_000
     )
-    assert window.viewer.photo.image.shape == (96, 128, 3)
-
-
-def test_run_all_then_switch_methods_and_compare(qtbot, window):
-    finished = _run_all(qtbot, window, ["gradcam", "eigencam"])
-    assert (finished.computed, finished.cancelled) == (6, False)
-    qtbot.waitUntil(
-        lambda: all(r.prediction for r in window.browser.model.state.rows), timeout=20_000
-    )
-    # (GradCAM and HiResCAM coincide on a global-average-pooled CNN, so EigenCAM is the contrast.)
-    # Misclassified filter agrees with the stored predictions.
-    rows = window.browser.model.state.rows
-    n_wrong = sum(r.correct is False for r in rows)
-    window.browser.model.set_filter(BrowseFilter(correctness="misclassified"))
-    assert window.browser.model.rowCount() == n_wrong
-    window.browser.model.set_filter(BrowseFilter())
-
-    combo = window.side.run_choice
-    titles = [combo.itemText(i) for i in range(combo.count())]
-    assert titles == ["(none)", "gradcam @ layer4", "eigencam @ layer4"]
-    combo.setCurrentIndex(1)
-    qtbot.waitUntil(
-        lambda: (
-            window.overlays is not None
-            and window.overlays.run_id == combo.itemData(1)
-            and window.overlays.heatmap is not None
-        ),
-        timeout=20_000,
-    )
-    grad = window.overlays.heatmap.copy()
-    assert grad.shape == (96, 128)
-    assert window.viewer.heat.image is not None
-    assert "optic_disc" in window.overlays.pointing
-    combo.setCurrentIndex(2)
-    qtbot.waitUntil(lambda: window.overlays.run_id == combo.itemData(2), timeout=20_000)
-    assert window.overlays.heatmap is not None
-    assert not np.array_equal(window.overlays.heatmap, grad)
-
-    # Compare mode: one tile per run, zoom/pan linked to the first tile.
-    window.tabs.setCurrentWidget(window.compare)
-    window.compare.set_checked([combo.itemData(1), combo.itemData(2)])
-    tiles = window.compare.viewers
-    assert len(tiles) == 2
-    assert tiles[1].view.linkedView(0) is tiles[0].view
-    qtbot.waitUntil(
-        lambda: all(t.overlays is not None and t.overlays.heatmap is not None for t in tiles),
-        timeout=20_000,
-    )
-    tiles[0].view.setXRange(10, 40, padding=0)
-    x0, x1 = tiles[1].view.viewRange()[0]
-    assert (round(x0), round(x1)) == (10, 40)
+    qtbot.keyClick(lst, Qt.Key_PageDown)
+    last = window.browser.model.state.row_at(5).image_id
+    assert window.browser.current_id() == last  # one page holds all six rows: PgDn = the end
+    qtbot.waitUntil(lambda: window.photo[0].image_id == last, timeout=20_000)
+    qtbot.keyClick(lst, Qt.Key_PageUp)
+    assert window.browser.current_id() == first
 
 
 def test_display_controls_do_not_touch_the_photo(qtbot, window):
-    qtbot.waitUntil(lambda: window.photo is not None, timeout=20_000)
     photo = window.viewer.photo.image
     window.side.opacity.setValue(80)
     window.side.colormap.setCurrentText("viridis")
     window.side.layer_boxes["regions"].setChecked(False)
+    window.side.layer_boxes["fov"].setChecked(True)
     assert window.viewer.heat.opacity() == pytest.approx(0.8)
     assert window.viewer.photo.image is photo
+    qtbot.waitUntil(lambda: window.overlays is not None, timeout=20_000)
+    assert window.viewer.region_curves
     assert all(not c.isVisible() for c in window.viewer.region_curves.values())
+    assert window.viewer.fov_curve.isVisible()
+
+
+def test_extra_layers_join_the_layer_toggles(qtbot, window):
+    import pyqtgraph as pg
+
+    item = pg.ScatterPlotItem()
+    window.viewer.add_layer("drawing", item)
+    box = window.side.add_layer_box("drawing", "drawing")
+    box.setChecked(False)
+    assert not item.isVisible()
+    box.setChecked(True)
+    assert item.isVisible()
+    with pytest.raises(ValueError):
+        window.viewer.add_layer("heatmap", pg.ScatterPlotItem())
+    assert window.side_tabs.tabText(0) == "Analysis"
 
 
 def test_errors_are_shown_not_swallowed(qtbot, window, isolated):
@@ -137,11 +120,69 @@ def test_errors_are_shown_not_swallowed(qtbot, window, isolated):
     assert "missing-bundle" in window.status_text.text()
 
 
-def test_settings_remember_last_database_and_reset_on_schema_change(qtbot, window, settings):
+def test_settings_remember_database_dataset_and_layout(qtbot, window, settings, isolated):
+    window.side.opacity.setValue(65)
     window.close()
     assert settings.value("last_db").endswith("app.db")
     assert settings.value("last_dataset").endswith("gui_data0")
+    assert settings.value("window_state") is not None
+    # A new window without arguments reopens the same database, dataset and display settings.
+    again = open_window(qtbot, None, None, None, settings)
+    assert again.session.db_path.endswith("app.db")
+    assert again.side.opacity.value() == 65
+    again.close()
     settings.setValue("schema", SETTINGS_SCHEMA + 1)
     open_settings(settings)
     assert settings.value("last_db") is None
     assert int(settings.value("schema")) == SETTINGS_SCHEMA
+
+
+@pytest.fixture
+def flat_dataset(tmp_path, gui_dataset):
+    """The same images in one folder (no labels), with masks and a labels CSV kept elsewhere."""
+    import shutil
+
+    root, extra = tmp_path / "flat", tmp_path / "extra"
+    root.mkdir()
+    lines = ["file,diagnosis"]
+    for img in sorted(gui_dataset.glob("*/*.png")):
+        if img.parent.name == "optic_disc":
+            continue
+        shutil.copy(img, root / img.name)
+        lines.append(f"{img.name},{img.parent.name}")
+    shutil.copytree(gui_dataset / "masks", extra / "masks")
+    (extra / "labels.csv").write_text("\n".join(lines) + "\n")
+    return root, extra
+
+
+def test_attach_labels_csv_and_masks_folder_from_the_menu(
+    qtbot, isolated, settings, flat_dataset, tiny_bundle
+):
+    root, extra = flat_dataset
+    win = open_window(qtbot, isolated / "flat.db", root, tiny_bundle, settings)
+    rows = win.browser.model.state.rows
+    assert all(r.label is None and not r.structures for r in rows)
+
+    with qtbot.waitSignal(win.registered, timeout=30_000):
+        win.open_dataset(root, labels_csv=extra / "labels.csv")
+    qtbot.waitUntil(lambda: all(r.label for r in win.browser.model.state.rows), timeout=20_000)
+    labels = {r.name: r.label for r in win.browser.model.state.rows}
+    assert labels["glaucoma_0.png"] == "glaucoma" and labels["normal_2.png"] == "normal"
+
+    with qtbot.waitSignal(win.registered, timeout=30_000):
+        win.open_dataset(root, masks_dir=extra / "masks")
+    qtbot.waitUntil(
+        lambda: all(r.structures == {"optic_disc"} for r in win.browser.model.state.rows),
+        timeout=20_000,
+    )
+    assert "6 expert mask(s) imported" in win.status_text.text()
+    assert win.side.structure_boxes.keys() == {"optic_disc"}
+    win.close()
+
+    # The attached CSV stays attached: a later re-scan keeps the labels.
+    again = open_window(qtbot, isolated / "flat.db", root, tiny_bundle, settings)
+    assert again.session.labels_csv == extra / "labels.csv"
+    qtbot.waitUntil(lambda: "registered" in again.status_text.text(), timeout=30_000)
+    qtbot.waitUntil(lambda: again.tasks.pool.activeThreadCount() == 0, timeout=30_000)
+    assert all(r.label for r in again.browser.model.state.rows)
+    again.close()

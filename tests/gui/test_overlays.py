@@ -44,3 +44,41 @@ def test_thumbnail_is_made_once_and_keyed_by_content(tmp_path):
     mtime = path.stat().st_mtime_ns
     src.unlink()  # a cache hit must not need the source any more
     assert make_thumbnail(src, sha, 64, root=tmp_path / "cache").stat().st_mtime_ns == mtime
+
+
+def test_pyramid_levels_halve_with_area_averaging():
+    from fundus_review.gui.pyramid import Pyramid
+
+    base = np.zeros((1030, 1540, 3), np.uint8)
+    base[:, 1::2] = 200  # one-pixel stripes: a level must average them, not pick one
+    pyr = Pyramid(base)
+    assert pyr.n_levels == 3  # 1030 -> 515 -> 257 (-> 128 would be under 256)
+    assert pyr.level(1).shape == (515, 770, 3)
+    assert pyr.level(2).shape == (257, 385, 3)
+    assert pyr.level(9).shape == (257, 385, 3)  # clamped to the coarsest level
+    assert np.all(pyr.level(1) == 100)
+    assert pyr.level(0) is pyr.base
+    sx, sy = pyr.scale_of(2)
+    assert (sx, sy) == (1540 / 385, 1030 / 257)
+
+
+def test_window_picks_the_screen_level_and_crops_what_is_visible():
+    from fundus_review.gui.pyramid import Pyramid, choose_window, crop
+
+    pyr = Pyramid(np.zeros((2848, 4288), np.float32))
+    # Whole image on a ~1000 px wide screen: 4.3 image px per screen px -> level 2 (/4).
+    fit = choose_window(pyr, (0, 0, 4288, 2848), 4288 / 1000, margin=0.0)
+    assert fit.k == 2
+    assert (fit.x0, fit.y0, fit.x1, fit.y1) == (0, 0, 1072, 712)
+    assert fit.rect == (0.0, 0.0, 4288.0, 2848.0)
+    # Zoomed in past 1:1 on a 400x300 region: level 0, only that region plus the margin.
+    zoom = choose_window(pyr, (2000, 1000, 400, 300), 0.5, margin=0.5)
+    assert zoom.k == 0
+    assert (zoom.x0, zoom.y0, zoom.x1, zoom.y1) == (1800, 850, 2600, 1450)
+    assert zoom.rect == (1800.0, 850.0, 800.0, 600.0)
+    part = crop(pyr, zoom)
+    assert part.shape == (600, 800) and part.flags.c_contiguous
+    # A small pan stays inside the uploaded margin; a big one does not.
+    small = choose_window(pyr, (2050, 1020, 400, 300), 0.5, margin=0.0)
+    big = choose_window(pyr, (2500, 1000, 400, 300), 0.5, margin=0.0)
+    assert zoom.covers(small) and not zoom.covers(big)

@@ -1,0 +1,193 @@
+"""The main window's opening actions: database, dataset, labels, masks, model bundle, CAM runs.
+
+Split out of main_window.py. Registration (hashing, mask import) and row queries run on the
+TaskRunner's pool; these slots only place results.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+
+from PySide6.QtCore import Slot
+from PySide6.QtWidgets import QFileDialog
+
+from fundus_review.errors import FundusReviewError
+from fundus_review.gui.loading import load_bundle_card
+from fundus_review.gui.settings import get_str
+
+
+def _dataset_key(root: Path) -> str:
+    return "datasets/" + hashlib.sha1(str(root).encode()).hexdigest()[:16]
+
+
+class OpenMixin:
+    """Mixed into MainWindow (needs its session, settings, tasks, browser, side, compare)."""
+
+    # ------------------------------------------------------------------------------ dialogs
+    def ask_database(self) -> None:
+        path, _ = QFileDialog.getSaveFileName(
+            self,
+            "Open or create a database",
+            "",
+            "SQLite (*.db *.sqlite);;All files (*)",
+            options=QFileDialog.DontConfirmOverwrite,
+        )
+        if path:
+            self.open_database(path)
+
+    def ask_dataset(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open a dataset folder")
+        if folder:
+            self.open_dataset(folder)
+
+    def ask_bundle(self) -> None:
+        folder = QFileDialog.getExistingDirectory(self, "Open a model bundle folder")
+        if folder:
+            self.refresh_bundles(Path(folder))
+            self.set_bundle(Path(folder))
+
+    def ask_labels(self) -> None:
+        if self.session.dataset_root is None:
+            return self.show_error(FundusReviewError("open a dataset first"))
+        path, _ = QFileDialog.getOpenFileName(self, "Labels CSV", "", "CSV (*.csv)")
+        if path:
+            self.open_dataset(self.session.dataset_root, labels_csv=Path(path))
+
+    def ask_masks(self) -> None:
+        if self.session.dataset_root is None:
+            return self.show_error(FundusReviewError("open a dataset first"))
+        folder = QFileDialog.getExistingDirectory(
+            self, "Masks folder (masks/<structure>/<stem>.png)"
+        )
+        if folder:
+            self.open_dataset(self.session.dataset_root, masks_dir=Path(folder))
+
+    # ------------------------------------------------------------------------------ opening
+    def open_database(self, path: str | Path, dataset: str | Path | None = None) -> bool:
+        try:
+            self.session.open_db(path)
+        except FundusReviewError as exc:
+            self.show_error(exc)
+            return False
+        self.settings.setValue("last_db", str(self.session.db_path))
+        self.setWindowTitle(f"fundus-review — {self.session.db_path}")
+        self.refresh_bundles(self.side.bundle_path())
+        self.set_bundle(self.side.bundle_path())
+        if dataset:
+            self.open_dataset(dataset)
+        else:
+            ds = self.session.first_dataset()
+            if ds is not None:
+                self.load_dataset(ds.id)
+            else:
+                self.status("empty database: open a dataset folder (File ▸ Open dataset folder)")
+        return True
+
+    def open_dataset(
+        self, folder: str | Path, labels_csv: Path | None = None, masks_dir: Path | None = None
+    ) -> None:
+        """Show a known dataset at once; (re-)register it off the UI thread, then refresh."""
+        if self.session.db is None:
+            from fundus_review.paths import default_db
+
+            if not self.open_database(default_db()):
+                return
+        folder = Path(folder).expanduser().resolve()
+        key = _dataset_key(folder)
+        if labels_csv is not None:
+            self.settings.setValue(f"{key}/labels_csv", str(labels_csv))
+        else:
+            # A CSV attached from the menu stays attached: re-scans must not fall back to folders.
+            remembered = get_str(self.settings, f"{key}/labels_csv")
+            labels_csv = Path(remembered) if remembered and Path(remembered).is_file() else None
+        self.session.labels_csv = labels_csv
+        existing = self.session.dataset_id_for(folder)
+        if existing is not None and existing != self.session.dataset_id:
+            self.load_dataset(existing)
+        self.status(f"scanning {folder} …")
+        self._registering = True
+        self.tasks.submit(
+            lambda: self.session.register(folder, labels_csv, masks_dir),
+            self._on_registered,
+            key="register",
+        )
+
+    def _on_registered(self, result) -> None:
+        dataset_id, problems, n_masks = result
+        self._registering = False
+        note = (
+            f"; {len(problems)} file(s) skipped (first: {problems[0][0]}: {problems[0][1]})"
+            if problems
+            else ""
+        )
+        masks = f", {n_masks} expert mask(s) imported" if n_masks else ""
+        self.status(f"dataset registered{masks}{note}")
+        if dataset_id == self.session.dataset_id:
+            self.refresh_rows(with_files=True)  # new/changed files; thumbnails already made stay
+        else:
+            self.load_dataset(dataset_id)
+        self.registered.emit(dataset_id)
+
+    def load_dataset(self, dataset_id: int) -> None:
+        self.session.dataset_id = dataset_id
+        root = self.session.dataset_root
+        self.settings.setValue("last_dataset", str(root))
+        self._rows_reset_since = time.perf_counter()
+        self.refresh_runs()
+        self.refresh_rows(with_files=True)
+
+    def refresh_rows(self, with_files: bool = False) -> None:
+        """Reload the rows off the UI thread. A newer request supersedes an older one, so a
+        pending first load (reset, files) is carried over instead of being lost."""
+        if self.session.dataset_id is None:
+            return
+        self._last_row_refresh = time.monotonic()
+        t0 = self._rows_reset_since
+        with_files = with_files or t0 is not None
+        self.tasks.submit(
+            lambda: self.session.rows(with_files=with_files),
+            lambda res: self._on_rows(res, t0, reset=t0 is not None),
+            key="rows",
+        )
+
+    def _on_rows(self, result, t0: float | None, reset: bool) -> None:
+        self._rows_reset_since = None
+        rows, files = result
+        current = self.browser.current_id()
+        self.browser.set_rows(rows, files, keep_view=not reset)
+        if reset:
+            self.status(
+                f"{len(rows)} images in {self.session.dataset_root} "
+                f"({time.perf_counter() - t0:.2f} s)"
+            )
+        self.side.set_structures(self.browser.model.state.distinct("structures"))
+        if current is None or not self.browser.select_image(current):
+            if self.browser.model.rowCount() and reset:
+                self.browser.list.setCurrentIndex(self.browser.model.index(0))
+        self.rows_loaded.emit(len(rows))
+
+    # ------------------------------------------------------------------------------ model
+    def refresh_bundles(self, current: Path | None = None) -> None:
+        self.side.set_bundles(self.session.bundle_choices(), current)
+
+    @Slot(object)
+    def set_bundle(self, path: Path | None) -> None:
+        self.session.set_bundle(path)
+        if path is not None:
+            self.settings.setValue("last_model", str(path))
+            self.tasks.submit(lambda: load_bundle_card(path), self._on_card, key="card")
+        self.refresh_runs()
+
+    def _on_card(self, card) -> None:
+        classes, layers = card
+        self.session.classes = list(classes)
+        self.side.set_card(classes, layers)
+
+    def refresh_runs(self) -> None:
+        """Runs of the chosen model (heatmap choice) and of every model (compare, summary)."""
+        self.session.refresh_model()
+        self.side.set_runs(self.session.runs())
+        self.compare.set_runs(self.session.dataset_runs())
+        self._on_heatmap_changed()
