@@ -155,7 +155,8 @@ class CamEngine:
                     reshape_transform=self.reshape_transform,
                 )
                 logits, target_tensor = result.logits, result.target_index
-                heatmaps.update(self._fast_maps(fast, result, size))
+                with cam_fast.one_cpu_thread(batch.device):
+                    heatmaps.update(self._fast_maps(fast, result, size))
             # SESS scores rescaled patches, never the input itself, so it runs last and only
             # with known targets.
             delegates = [n for n in self.methods if CAM_METHODS[n].route == "delegate"]
@@ -227,27 +228,31 @@ class CamEngine:
         acts, grads, finer = result.activations, result.gradients, result.finer_gradients
         for i, act in enumerate(acts):
             cam_fast.check_feature_map(act, i)
-        per_layer: dict[str, list[torch.Tensor]] = {n: [] for n in names}
+        # Per layer: the methods' maps stacked as (M, B, h, w), M = methods in `order`.
+        order = [n for n in names if n != "refinecam"]
+        layer_maps: list[torch.Tensor] = []
         plusplus_per_layer: list[torch.Tensor] = []  # RefineCAM's ingredients
         for i, act in enumerate(acts):
-            raw: dict[str, torch.Tensor] = {}
-            for name in names:
+            raw: list[torch.Tensor] = []
+            for name in order:
                 if name in cam_fast.TORCH_CAMS:
-                    raw[name] = cam_fast.TORCH_CAMS[name](act, grads[i])
+                    raw.append(cam_fast.TORCH_CAMS[name](act, grads[i]))
                 elif name == "finercam":
-                    raw[name] = cam_fast.TORCH_CAMS["gradcam"](act, finer[i])
-                elif name in self._calculators:
-                    raw[name] = self._library_map(name, act, None if grads is None else grads[i])
+                    raw.append(cam_fast.TORCH_CAMS["gradcam"](act, finer[i]))
+                else:
+                    raw.append(self._library_map(name, act, None if grads is None else grads[i]))
             if "refinecam" in names:
                 plusplus = cam_fast.layer_map(cam_fast.TORCH_CAMS["gradcam++"](act, grads[i]), size)
                 plusplus_per_layer.append(cam_fast.aggregate_layers([plusplus]))
             if raw:
                 # One resize call for all methods of this layer.
-                stacked = torch.stack(list(raw.values()))  # (M, B, h, w)
-                scaled = cam_fast.layer_map(stacked.flatten(0, 1), size)
-                for name, maps in zip(raw, scaled.unflatten(0, stacked.shape[:2]), strict=False):
-                    per_layer[name].append(maps)
-        out = {n: cam_fast.aggregate_layers(maps) for n, maps in per_layer.items() if maps}
+                stacked = torch.stack(raw)
+                layer_maps.append(cam_fast.layer_map(stacked.flatten(0, 1), size))
+        out: dict[str, torch.Tensor] = {}
+        if order:
+            # Layers averaged and scaled for all methods at once; (M*B, H, W) -> (M, B, H, W).
+            final = cam_fast.aggregate_layers(layer_maps).unflatten(0, (len(order), -1))
+            out.update(zip(order, final, strict=True))
         if plusplus_per_layer:
             out["refinecam"] = cam_fast.scale_maps(torch.stack(plusplus_per_layer).prod(dim=0))
         return out
