@@ -89,7 +89,7 @@ class Session:
             masks = reg.root / "masks"
         n_masks = 0
         if masks is not None:
-            summary = import_masks(db, reg, masks, self.reviewer or "reference")
+            summary = import_masks(db, reg, masks, "reference")
             reg.problems.extend(summary.problems)
             n_masks = summary.imported
         return reg.dataset_id, reg.problems, n_masks

@@ -3,7 +3,8 @@
 All slow work runs elsewhere: analysis jobs on the JobController's QThread, dataset registration,
 scoring, row queries, photo decoding and overlay building on the TaskRunner's pool. The UI thread
 only places results, so browsing and zooming stay responsive while a whole-dataset job runs.
-Opening things lives in window_open.py, jobs and the report in window_jobs.py.
+Opening things lives in window_open.py, jobs and the report in window_jobs.py, the drawing and
+review tools in window_annotate.py.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QMessageBox, QTa
 from fundus_review.errors import FundusReviewError
 from fundus_review.gui.browser import BrowserPanel
 from fundus_review.gui.compare import CompareView
-from fundus_review.gui.loading import Session, load_photo, startup_info
+from fundus_review.gui.loading import load_photo, startup_info
 from fundus_review.gui.overlays import Overlays, build_overlays, pick_overlays
 from fundus_review.gui.pyramid import Pyramid
 from fundus_review.gui.settings import get_str, open_settings
@@ -25,13 +26,14 @@ from fundus_review.gui.side_panel import SidePanel
 from fundus_review.gui.summary import SummaryPanel
 from fundus_review.gui.tasks import TaskRunner
 from fundus_review.gui.viewer import ImageViewer
+from fundus_review.gui.window_annotate import AnnotateMixin, ReviewSession
 from fundus_review.gui.window_jobs import JobsMixin
 from fundus_review.gui.window_open import OpenMixin
 from fundus_review.gui.worker import JobController
 from fundus_review.viewdata import run_for_target
 
 
-class MainWindow(OpenMixin, JobsMixin, QMainWindow):
+class MainWindow(OpenMixin, JobsMixin, AnnotateMixin, QMainWindow):
     registered = Signal(object)  # dataset id, after a (re-)registration finished
     rows_loaded = Signal(int)  # number of rows now in the browser
     overlays_shown = Signal(object)  # the Overlays now in the viewer
@@ -48,7 +50,7 @@ class MainWindow(OpenMixin, JobsMixin, QMainWindow):
         super().__init__()
         self.setWindowTitle("fundus-review")
         self.settings = open_settings(settings)
-        self.session = Session()
+        self.session = ReviewSession()
         self.tasks = TaskRunner(self, max_threads=2)
         self.tasks.error.connect(self.show_error)
         self.jobs = JobController(self)
@@ -101,6 +103,7 @@ class MainWindow(OpenMixin, JobsMixin, QMainWindow):
             dock.setObjectName(f"dock_{name}")
             dock.setWidget(widget)
             self.addDockWidget(area, dock)
+        self._build_annotation()
         self.status_text = QLabel("")
         self.hover_text = QLabel("")
         self.device_text = QLabel("device: …")
@@ -121,12 +124,13 @@ class MainWindow(OpenMixin, JobsMixin, QMainWindow):
         self.export_action = self._action(m, "&Export report…", self.export_report)
         m.addSeparator()
         self._action(m, "&Quit", self.close, QKeySequence.Quit)
+        self._fill_edit_menu(self.menuBar().addMenu("&Edit"))
         a = self.menuBar().addMenu("&Analysis")
         self._action(a, "Run on current &image", lambda: self.start_job("image"), "Ctrl+R")
         self._action(a, "Run on &selection", lambda: self.start_job("selection"))
         self._action(a, "Run on &all images", lambda: self.start_job("all"))
         self._action(a, "Compute the &missing heatmap", self.compute_missing, "Ctrl+K")
-        self._action(a, "&Cancel", self.jobs.cancel, "Esc")
+        self._action(a, "&Cancel\tEsc", self.jobs.cancel)  # the key: _on_escape
         a.addSeparator()
         self._action(a, "Compute &scores now", self.score_now)
         v = self.menuBar().addMenu("&View")
@@ -166,6 +170,7 @@ class MainWindow(OpenMixin, JobsMixin, QMainWindow):
         self.summary.open_image.connect(self._open_from_summary)
         self.tabs.currentChanged.connect(self._on_tab)
         self.compare.tiles_changed.connect(self._apply_display)
+        self._connect_annotation()
 
     def _restore_layout(self) -> None:
         geo, state = self.settings.value("geometry"), self.settings.value("window_state")
@@ -191,6 +196,7 @@ class MainWindow(OpenMixin, JobsMixin, QMainWindow):
         self.settings.setValue("colormap", self.side.colormap.currentText())
         self.settings.setValue("grid", "1" if self.browser.grid_toggle.isChecked() else "0")
         self.settings.sync()
+        self._close_annotation()
         # Results are committed per batch: stopping after the current one loses nothing finished.
         self.jobs.shutdown()
         self.tasks.wait(10000)
@@ -250,6 +256,7 @@ class MainWindow(OpenMixin, JobsMixin, QMainWindow):
         detail, rgb, fov, pyramid = result
         self.photo, self.photo_pyramid = (detail, rgb, fov), pyramid
         self.viewer.set_photo(pyramid)
+        self._annotation_image(detail.image_id, rgb.shape[:2])
         self.side.show_prediction(detail)
         if self.tabs.currentWidget() is self.compare:
             self.compare.set_image(detail, rgb, fov, pyramid)
@@ -301,6 +308,7 @@ class MainWindow(OpenMixin, JobsMixin, QMainWindow):
             return
         self.overlays = ov
         self.viewer.set_overlays(ov)
+        self._annotation_heatmap(ov)
         self._apply_display()
         self.side.show_prediction(self.photo[0], ov.target_index)
         self.side.show_scores(ov)
@@ -324,6 +332,8 @@ class MainWindow(OpenMixin, JobsMixin, QMainWindow):
                     viewer.set_layer_visible(layer, box.isChecked())
             for structure, box in self.side.structure_boxes.items():
                 viewer.set_structure_visible(structure, box.isChecked())
+        if self.annotating:  # the drawing tools draw every region themselves
+            self.viewer.set_layer_visible("regions", False)
 
     def _reset_zoom(self) -> None:
         target = self.compare.viewers[0] if self.tabs.currentWidget() is self.compare else None
@@ -331,6 +341,7 @@ class MainWindow(OpenMixin, JobsMixin, QMainWindow):
 
     @Slot(int)
     def _on_tab(self, _index: int) -> None:
+        self._update_annotating()
         # Compare tiles load only while visible: browsing with the viewer costs nothing extra.
         if self.tabs.currentWidget() is self.compare and self.photo is not None:
             self.compare.set_image(*self.photo, self.photo_pyramid)

@@ -6,6 +6,7 @@ tab ("Analysis") of the right dock, so later tools (annotation drawing) get tabs
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
@@ -309,4 +310,19 @@ class SidePanel(QScrollArea):
         self.prediction.show_prediction(detail, target_index)
 
     def show_scores(self, ov) -> None:
+        if ov is not None and ov.scores:
+            ov = replace(ov, scores=label_reviewers(ov.scores))
         self.score_box.show_scores(ov)
+
+
+def label_reviewers(
+    scores: list[tuple[str, str, str, float | None]],
+) -> list[tuple[str, str, str, float | None]]:
+    """Score rows (structure, reviewer, metric, value) with the reviewer named in the structure
+    where several reviewers drew it: "optic_disc" of "Dr. Rao" and of "reference" are different
+    masks with different scores, and one row would show only one of them. The name goes on a
+    second line, so the row headers do not get wider and squeeze the score columns."""
+    who: dict[str, set[str]] = {}
+    for structure, reviewer, _m, _v in scores:
+        who.setdefault(structure, set()).add(reviewer)
+    return [(f"{s}\n({r})" if len(who[s]) > 1 else s, r, m, v) for s, r, m, v in scores]

@@ -27,6 +27,12 @@ COLORMAPS = {
     "fire": "CET-L3",
 }
 LAYERS = ("heatmap", "regions", "fov", "binary", "pointing")
+# Keys that move through the image list: pressed in the viewer (focused by a click, e.g. after
+# drawing) they are handed on, so the reviewer goes on to the next image without re-focusing.
+NAV_KEYS = frozenset(
+    {Qt.Key_Up, Qt.Key_Down, Qt.Key_Left, Qt.Key_Right, Qt.Key_PageUp, Qt.Key_PageDown,
+     Qt.Key_Home, Qt.Key_End}
+)  # fmt: skip
 
 
 def heatmap_lut(name: str, fade_low: bool = True) -> np.ndarray:
@@ -78,6 +84,7 @@ class ImageViewer(pg.GraphicsLayoutWidget):
     """One view: photo + overlays. Several of them form the compare grid (linked views)."""
 
     hovered = Signal(object)  # (x, y, heat value or None) in original pixel coordinates
+    navigate = Signal(object)  # a NAV_KEYS key pressed in the viewer (Qt.Key)
 
     def __init__(self, parent=None, title: str = "") -> None:
         super().__init__(parent)
@@ -116,6 +123,7 @@ class ImageViewer(pg.GraphicsLayoutWidget):
         self.heat.setLookupTable(heatmap_lut(self._colormap, self._fade))
         self.image_shape: tuple[int, int] | None = None
         self.overlays: Overlays | None = None
+        self.forward_navigation = False  # on: NAV_KEYS emit `navigate` instead of acting here
         self.message = pg.TextItem("", color="#ffcc66", anchor=(0, 0))
         self.message.setZValue(50)
         self.view.addItem(self.message)
@@ -241,6 +249,17 @@ class ImageViewer(pg.GraphicsLayoutWidget):
             item.setVisible(self.visible[name])
         for structure, curve in self.region_curves.items():
             curve.setVisible(self.visible["regions"] and structure not in self.hidden_structures)
+
+    def keyPressEvent(self, ev) -> None:  # noqa: N802 - Qt API
+        if (
+            self.forward_navigation
+            and ev.key() in NAV_KEYS
+            and not (ev.modifiers() & ~Qt.KeypadModifier)
+        ):
+            ev.accept()
+            self.navigate.emit(ev.key())
+            return
+        super().keyPressEvent(ev)
 
     # ---------------------------------------------------------------------------- readout
     @Slot(object)

@@ -71,6 +71,7 @@ class OpenMixin:
         except FundusReviewError as exc:
             self.show_error(exc)
             return False
+        self._annotation_database()
         self.settings.setValue("last_db", str(self.session.db_path))
         self.setWindowTitle(f"fundus-review — {self.session.db_path}")
         self.refresh_bundles(self.side.bundle_path())

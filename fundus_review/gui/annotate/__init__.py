@@ -11,11 +11,15 @@ Wiring into a window that shows a photo in a pyqtgraph ViewBox (image pixel (i, 
     ctl = AnnotationController(viewer.view, db, reviewer=reviewer, parent=window)
     panel = AnnotationPanel(ctl, settings)                      # put it in a dock or a tab
     actions = install_actions(ctl, window)                      # window-wide shortcuts, F1 help
-    ctl.changed.connect(<recompute overlays/scores of the shown image>)
+    ctl.stored.connect(<re-score, refresh rows>)                # an edit/undo/redo was committed
     ctl.error.connect(<show the message>); ctl.message.connect(<status bar>)
     ctl.set_image(image_id, (height, width))                   # whenever another image is shown
     ctl.set_heatmap(annotating.heatmap_id_for(db, run_id, image_id))  # the heatmap judged
     ctl.set_database(other_db)                                 # when another database is opened
+    ctl.set_enabled(False); ctl.set_outlines_visible(False)    # while the host draws regions
+    ctl.shutdown()                                             # when the window closes
+
+The review app does exactly this in ``gui/window_annotate.py``.
 
 Exports are resolved lazily: tools that walk the package tree (the architecture test imports
 every package to list its modules) must not pull Qt in by importing this package.

@@ -41,6 +41,9 @@ class AnnotationController(ToolHandlers, QObject):
     structure_changed = Signal(str)
     selection_changed = Signal(object)  # Region | None
     review_changed = Signal()  # review status or verdict changed
+    # Committed here (edit/undo/redo; True: regions, False: review) or another instance's region
+    # edits seen by the poll (True). Unlike ``changed``, never fired just for showing an image.
+    stored = Signal(bool)
     brush_size_changed = Signal(float)
     others_visible_changed = Signal(bool)
 
@@ -112,12 +115,24 @@ class AnnotationController(ToolHandlers, QObject):
     def set_database(self, db: Database) -> None:
         """Switch to another database (its undo history is separate); shows no image."""
         self.set_image(None)
-        for stack in self._stacks.values():
-            self.undo_group.removeStack(stack)
-            stack.deleteLater()
-        self._stacks.clear()
+        self._drop_history()
         self.db, self.editor, self.heatmap_id = db, None, None
         self.review_changed.emit()
+
+    def shutdown(self) -> None:
+        """Stop polling and drop the view items and the undo history (the window closes)."""
+        self.set_image(None)
+        self._drop_history()
+        self.editor = None
+
+    def _drop_history(self) -> None:
+        for stack in self._stacks.values():
+            self.undo_group.removeStack(stack)
+            # Commands deleted now, while what they refer to lives: a stack deleted later with
+            # its Python commands in it segfaulted in ~QUndoCommand after their wrappers went.
+            stack.clear()
+            stack.deleteLater()
+        self._stacks.clear()
 
     def set_reviewer(self, name: str | None) -> None:
         """Draw as another reviewer (the previous one's regions become read-only)."""
@@ -170,6 +185,15 @@ class AnnotationController(ToolHandlers, QObject):
         self.others_visible = bool(visible)
         self.refresh()
         self.others_visible_changed.emit(self.others_visible)
+
+    def set_outlines_visible(self, visible: bool) -> None:
+        """Show or hide the finished regions' outlines (a host that draws the regions its own
+        way while the tools are off hides these)."""
+        self.outlines.set_visible(visible)
+
+    def can_cancel(self) -> bool:
+        """True when ``cancel`` would do something (a shape being drawn, or a selection)."""
+        return self._drawing() or self.selected_id is not None
 
     def set_enabled(self, enabled: bool) -> None:
         """Off: the tools ignore the mouse (the view pans/zooms as usual); outlines stay."""
@@ -264,6 +288,7 @@ class AnnotationController(ToolHandlers, QObject):
             self.message.emit(str(exc))
             return False
         self.message.emit("regions changed in another window and were reloaded")
+        self.stored.emit(True)
         return True
 
     def _drawing(self) -> bool:
@@ -340,6 +365,7 @@ class AnnotationController(ToolHandlers, QObject):
         self.changed.emit()
         if not cmd.region_ids():
             self.review_changed.emit()
+        self.stored.emit(bool(cmd.region_ids()))
 
     def _need_editor(self) -> bool:
         if self.editor is None:

@@ -55,18 +55,36 @@ class OutlineLayer:
         self.view = view
         self.items: dict[int, pg.GraphicsObject] = {}
         self._cache: dict[int, tuple[object, np.ndarray]] = {}
+        self.visible = True
+        self._pending: list | None = None  # what show() was given while hidden
+
+    def set_visible(self, visible: bool) -> None:
+        self.visible = bool(visible)
+        if self.visible and self._pending is not None:
+            self._build(self._pending)
+        for item in self.items.values():
+            item.setVisible(self.visible)
 
     def clear(self) -> None:
+        self._pending = None
         for item in self.items.values():
             self.view.removeItem(item)
         self.items.clear()
 
     def show(self, regions: list[tuple[Region, tuple[int, int, int], bool, bool]]) -> None:
-        """(region, colour, own, emphasised) for every region to draw."""
+        """(region, colour, own, emphasised) for every region to draw. While hidden they are
+        only remembered: tracing large painted or imported masks is the costly part."""
         self.clear()
+        self._pending = None if self.visible else regions
+        if self.visible:
+            self._build(regions)
+
+    def _build(self, regions: list[tuple[Region, tuple[int, int, int], bool, bool]]) -> None:
+        self._pending = None
         for region, color, own, strong in regions:
             item = self._item(region, color, own, strong)
             item.setZValue(Z_OUTLINES + (1 if own else 0))
+            item.setVisible(self.visible)
             self.view.addItem(item, ignoreBounds=True)  # never changes the auto-range
             self.items[region.id] = item
 

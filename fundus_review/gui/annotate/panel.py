@@ -4,7 +4,7 @@ undo/redo, review status and verdict, help)."""
 from __future__ import annotations
 
 from PySide6.QtCore import QSettings, Qt, Signal
-from PySide6.QtGui import QColor, QIcon, QPixmap
+from PySide6.QtGui import QColor, QIcon, QPainter, QPixmap
 from PySide6.QtWidgets import (
     QButtonGroup,
     QCheckBox,
@@ -39,6 +39,10 @@ from fundus_review.labelsets import add_user_structure, generated_color, load_la
 def swatch(color: tuple[int, int, int]) -> QIcon:
     pm = QPixmap(14, 14)
     pm.fill(QColor(*color))
+    painter = QPainter(pm)  # a dark rim: white (macula) and yellow swatches vanish otherwise
+    painter.setPen(QColor(70, 70, 70))
+    painter.drawRect(0, 0, 13, 13)
+    painter.end()
     return QIcon(pm)
 
 
