@@ -63,7 +63,8 @@ def distribution_plot(
                     ax.errorbar(
                         agg["estimate"],
                         y[i],
-                        xerr=[[agg["estimate"] - lo], [hi - agg["estimate"]]],
+                        # Wilson bounds of a 0 % or 100 % rate sit on the estimate up to float rounding.
+                        xerr=[[max(0.0, agg["estimate"] - lo)], [max(0.0, hi - agg["estimate"])]],
                         color="k",
                         capsize=3,
                     )
