@@ -154,7 +154,10 @@ def _geometry(rng, h, w, cdr, label, eye) -> _Geo:
     band = r * rng.uniform(0.86, 0.96) if rng.random() < 0.35 else None
     cx, cy = w / 2 + rng.normal(0, 0.004 * w), h / 2 + rng.normal(0, 0.004 * h)
     tx = -1.0 if eye == "OD" else 1.0  # a right eye shows its disc on the right, macula on the left
-    dv = rng.uniform(0.24, 0.32) * r
+    # Disc size varies about 3-fold in area, as between real eyes: a small disc with a large cup
+    # and a large disc with a small cup have similar pale areas, so only the cup-to-disc ratio
+    # (cup against rim, at the disc) separates the classes, never the pale area alone.
+    dv = rng.uniform(0.2, 0.36) * r
     disc_c = np.array([cx - tx * rng.uniform(0.25, 0.5) * r, cy + rng.uniform(-0.1, 0.1) * r])
     raw = _shape(rng, *disc_c, dv / 2 * rng.uniform(0.86, 0.97), dv / 2, 0.025, rng.normal(0, 0.1))
     disc = _fit_vertical(raw, disc_c[1], dv)

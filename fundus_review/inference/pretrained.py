@@ -7,7 +7,7 @@ onto timm's module tree so the rest of the project only ever deals with timm mod
 
 Which timm architecture: the reference uses TensorFlow "same" padding and BatchNorm eps 1e-3,
 exactly like timm's ``tf_efficientnet_lite0``; with that architecture the mapped model gives the
-reference logits bit for bit (checked in tests/unit/test_train.py). ``efficientnet_lite0``
+reference logits to float precision (checked in tests/unit/test_pretrained.py when the reference package is installed). ``efficientnet_lite0``
 (symmetric padding, eps 1e-5) holds the same tensors and accepts the mapping too, but its outputs
 drift from the reference (top-1 on ImageNet-style photos mostly survives); fine-tuning absorbs that.
 The weights expect inputs normalised to [-1, 1] (mean 0.5, std 0.5), as the TF original.

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, WeightedRandomSampler
+from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
 from fundus_review.inference import train_data as td
 from fundus_review.inference import train_setup as ts
@@ -34,7 +34,15 @@ from fundus_review.inference.train_config import (
 from fundus_review.inference.train_output import EvalResult, evaluate, write_training_bundle
 from fundus_review.inference.train_split import load_split
 
-__all__ = ["EpochStats", "TrainConfig", "TrainProgress", "TrainResult", "train_model"]
+__all__ = [
+    "EpochStats",
+    "TrainConfig",
+    "TrainProgress",
+    "TrainResult",
+    "make_criterion",
+    "make_loader",
+    "train_model",
+]
 
 ProgressFn = Callable[[TrainProgress], None]
 
@@ -60,9 +68,21 @@ def _lr_at(step: int, total: int, warmup: int, base: float) -> float:
     return base * 0.5 * (1.0 + float(np.cos(np.pi * progress)))
 
 
-def _make_loader(
-    dataset: td.ImageSet, config: TrainConfig, counts: list[int], shuffle_gen: torch.Generator
+def make_criterion(
+    config: TrainConfig, counts: list[int], device: torch.device
+) -> nn.CrossEntropyLoss:
+    """Cross-entropy; with "weighted_loss" each class weighs n_total / (n_classes * n_class)."""
+    weight = None
+    if config.class_weighting == "weighted_loss":
+        weight = torch.tensor(td.balanced_class_weights(counts), dtype=torch.float32, device=device)
+    return nn.CrossEntropyLoss(weight=weight)
+
+
+def make_loader(
+    dataset: Dataset, config: TrainConfig, counts: list[int], shuffle_gen: torch.Generator
 ) -> DataLoader:
+    """Shuffled batches (each image once per epoch), or with "balanced_sampler" as many draws
+    with replacement where every class is equally likely."""
     sampler = None
     if config.class_weighting == "balanced_sampler":
         weights = td.balanced_sample_weights(dataset.targets, counts)
@@ -100,7 +120,9 @@ def train_model(
         split = load_split(config, emit)
         device = resolve_device(config.device)
         init = ts.resolve_init(config.init, config.architecture)
-        model = ts.build_model(config.architecture, len(split.classes), config.input_size)
+        model = ts.build_model(
+            config.architecture, len(split.classes), config.input_size, config.model_kwargs_dict
+        )
         fresh_keys, init_bundle = ts.initialise(model, init, config.architecture)
         mean, std = config.mean, config.std
         if mean is None or std is None:
@@ -116,18 +138,13 @@ def train_model(
         trainable, total = ts.apply_unfreeze(model, config.unfreeze_blocks)
         model.to(device)
 
-        loss_weights = None
-        if config.class_weighting == "weighted_loss":
-            loss_weights = torch.tensor(td.balanced_class_weights(counts), dtype=torch.float32)
-        criterion = nn.CrossEntropyLoss(
-            weight=loss_weights.to(device) if loss_weights is not None else None
-        )
+        criterion = make_criterion(config, counts, device)
         optimizer = torch.optim.AdamW(
             [p for p in model.parameters() if p.requires_grad],
             lr=config.lr,
             weight_decay=config.weight_decay,
         )
-        loader = _make_loader(train_set, config, counts, torch.Generator().manual_seed(config.seed))
+        loader = make_loader(train_set, config, counts, torch.Generator().manual_seed(config.seed))
         steps_per_epoch = len(loader)
         total_steps = steps_per_epoch * config.epochs
         warmup = min(steps_per_epoch, max(1, total_steps // 10))

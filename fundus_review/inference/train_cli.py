@@ -22,6 +22,7 @@ _OPTIONS = {
     "filename_column": "--filename-column",
     "label_column": "--label-column",
     "architecture": "--arch",
+    "model_kwargs": "--model-kwargs",
     "init": "--init",
     "image_size": "--image-size",
     "resize": "--resize",
@@ -71,6 +72,30 @@ def _triple(text: str) -> tuple[float, float, float]:
     return values  # type: ignore[return-value]
 
 
+def _scalar(text: str) -> int | float | bool | str:
+    low = text.strip().lower()
+    if low in ("true", "false"):
+        return low == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text.strip()
+
+
+def _kwargs(text: str) -> tuple[tuple[str, int | float | bool | str], ...]:
+    pairs = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        if not sep or not name.strip().isidentifier():
+            raise argparse.ArgumentTypeError(
+                f"model argument {part!r}: use name=value, e.g. output_stride=16"
+            )
+        pairs.append((name.strip(), _scalar(value)))
+    return tuple(pairs)
+
+
 def add_train_arguments(p: argparse.ArgumentParser) -> None:
     d = TrainConfig(data=Path("."), out=Path("."))
     p.add_argument("data", type=Path, help="dataset folder (class sub-folders, or a labels CSV)")
@@ -88,6 +113,12 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
         dest="architecture",
         default=d.architecture,
         help="timm:<name>, torchvision:<name> or package.module:factory (default %(default)s)",
+    )
+    p.add_argument(
+        "--model-kwargs",
+        type=_kwargs,
+        help="constructor arguments name=value[,name=value], e.g. output_stride=16 (a finer "
+        "final feature map, hence finer Grad-CAM); stored in the card",
     )
     p.add_argument(
         "--init",
@@ -151,6 +182,10 @@ def config_from_args(ns: argparse.Namespace) -> TrainConfig:
 
 
 def _fmt(value: object) -> str:
+    if isinstance(value, tuple) and value and all(isinstance(v, tuple) for v in value):
+        return ",".join(f"{k}={_fmt(v)}" for k, v in value)
+    if isinstance(value, bool):
+        return str(value).lower()
     if isinstance(value, tuple):
         if len(value) == 2 and all(isinstance(v, int) for v in value):
             return f"{value[0]}x{value[1]}"

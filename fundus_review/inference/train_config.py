@@ -37,7 +37,9 @@ class TrainConfig:
     "imagenet-effnet-lite0" | a bundle folder. ``unfreeze_blocks``: how many final blocks are
     trained (the head always is); -1 trains everything. ``mean``/``std`` default to those of the
     initial weights. ``target_layer``: Grad-CAM layer written to the card (default: the
-    architecture family's usual layer).
+    architecture family's usual layer). ``model_kwargs``: (name, value) pairs for the
+    architecture's constructor, e.g. (("output_stride", 16),) for a 14x14 final feature map at
+    224 px; written to the card's [model_kwargs] so that the bundle rebuilds the same network.
     """
 
     data: Path
@@ -46,6 +48,7 @@ class TrainConfig:
     filename_column: str | None = None
     label_column: str | None = None
     architecture: str = ARCHITECTURE_DEFAULT
+    model_kwargs: tuple[tuple[str, int | float | bool | str], ...] = ()
     init: str = "auto"
     image_size: int | tuple[int, int] = 224
     resize: str = "resize"
@@ -121,6 +124,16 @@ class TrainConfig:
                 raise bad(
                     f"{name} must be three numbers{' > 0' if name == 'std' else ''}, got {value}"
                 )
+        for item in cfg.model_kwargs:
+            if (
+                not isinstance(item, tuple | list)
+                or len(item) != 2
+                or not isinstance(item[0], str)
+                or not item[0].isidentifier()
+                or not isinstance(item[1], int | float | bool | str)
+            ):
+                raise bad(f"model argument {item!r} must be a (name, number|bool|text) pair")
+        cfg = replace(cfg, model_kwargs=tuple((str(k), v) for k, v in cfg.model_kwargs))
         if not cfg.data.is_dir():
             raise bad(f"dataset folder {cfg.data} does not exist")
         if cfg.labels_csv is not None and not cfg.labels_csv.is_file():
@@ -131,6 +144,10 @@ class TrainConfig:
                     f"output {cfg.out} already exists; choose another folder or pass --overwrite"
                 )
         return cfg
+
+    @property
+    def model_kwargs_dict(self) -> dict:
+        return dict(self.model_kwargs)
 
     def preprocess_spec(self, mean: tuple, std: tuple) -> PreprocessConfig:
         return PreprocessConfig(
@@ -157,7 +174,7 @@ class TrainConfig:
         out: dict = {}
         for f in fields(self):
             value = getattr(self, f.name)
-            if value is None or f.name == "overwrite":
+            if value is None or f.name in ("overwrite", "model_kwargs"):
                 continue
             if isinstance(value, Path):
                 value = str(value)

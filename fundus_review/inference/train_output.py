@@ -26,7 +26,7 @@ from fundus_review.inference.train_config import (
     TrainConfig,
     TrainResult,
 )
-from fundus_review.inference.train_split import DataSplit
+from fundus_review.inference.train_split import DataSplit, synthetic_provenance
 
 LOG_FILE = "training_log.csv"
 HELDOUT_FILE = "heldout.txt"
@@ -138,6 +138,8 @@ def write_training_bundle(
         "val_balanced_accuracy": ev.balanced_accuracy,
         "val_loss": ev.loss,
         "per_class_recall": recall,
+        "data_sha256": split.digest(),
+        **synthetic_provenance(Path(config.data)),
         "n_train": len(split.train_idx),
         "n_val": len(split.val_idx),
         "class_counts_train": {
@@ -167,7 +169,11 @@ def write_training_bundle(
         std=spec.std,
         target_layers=target_layers,
         description=config.description,
-        extra={"training": training},
+        # model_kwargs first: the card reads as "what network", then "how it was trained".
+        extra={
+            **({"model_kwargs": config.model_kwargs_dict} if config.model_kwargs else {}),
+            "training": training,
+        },
     )
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))

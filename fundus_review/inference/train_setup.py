@@ -54,11 +54,17 @@ def default_normalisation(
     return IMAGENET_MEAN, IMAGENET_STD
 
 
-def build_model(architecture: str, num_classes: int, input_size: tuple[int, int]) -> nn.Module:
+def build_model(
+    architecture: str,
+    num_classes: int,
+    input_size: tuple[int, int],
+    kwargs: dict | None = None,
+) -> nn.Module:
     try:
-        return build_architecture(architecture, num_classes, input_size)
+        return build_architecture(architecture, num_classes, input_size, kwargs)
     except (ValueError, TypeError, RuntimeError) as exc:
-        raise TrainError(f"architecture '{architecture}': {exc}") from exc
+        extra = f" with {kwargs}" if kwargs else ""
+        raise TrainError(f"architecture '{architecture}'{extra}: {exc}") from exc
 
 
 def load_init_bundle(path: Path) -> object:
@@ -93,23 +99,44 @@ def init_from_bundle(model: nn.Module, bundle: object, architecture: str) -> lis
     return fresh
 
 
+def zero_fresh_head(model: nn.Module, fresh_keys: list[str]) -> None:
+    """Start a new classifier on a trained body at zero (all logits equal, loss = ln C).
+
+    A randomly initialised head on large pretrained features starts with confident, random
+    logits; their big early gradients disturb the pretrained body before the head has learned
+    anything (seen as a training loss far above ln 2 in the first epoch).
+    """
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for key in fresh_keys:
+            if key in params:
+                params[key].zero_()
+
+
 def initialise(model: nn.Module, init: str, architecture: str) -> tuple[list[str], object | None]:
-    """Apply ``init`` (already resolved from "auto"); returns (fresh keys, init bundle or None)."""
+    """Apply ``init`` (already resolved from "auto"); returns (fresh keys, init bundle or None).
+
+    The fresh keys (a new head on initial weights) are zeroed, see `zero_fresh_head`.
+    """
     if init == "none":
         return [], None
     if init == pretrained.INIT_NAME:
         try:
             pretrained.check_architecture(architecture)
-            return pretrained.load_imagenet_effnet_lite0(model), None
+            fresh = pretrained.load_imagenet_effnet_lite0(model)
         except pretrained.PretrainedError as exc:
             raise TrainError(str(exc)) from exc
+        zero_fresh_head(model, fresh)
+        return fresh, None
     path = Path(init)
     if not path.exists():
         raise TrainError(
             f"init '{init}' is neither {', '.join(INIT_CHOICES)} nor an existing bundle folder"
         )
     bundle = load_init_bundle(path)
-    return init_from_bundle(model, bundle, architecture), bundle
+    fresh = init_from_bundle(model, bundle, architecture)
+    zero_fresh_head(model, fresh)
+    return fresh, bundle
 
 
 def body_groups(model: nn.Module) -> list[list[str]]:
@@ -151,11 +178,12 @@ def apply_unfreeze(model: nn.Module, unfreeze_blocks: int) -> tuple[int, int]:
     Returns (trainable parameter count, total parameter count).
     """
     params = dict(model.named_parameters())
+    frozen: set[str] = set()
     if unfreeze_blocks >= 0:
         groups = body_groups(model)
         frozen = {n for g in groups[: max(len(groups) - unfreeze_blocks, 0)] for n in g}
-        for name, p in params.items():
-            p.requires_grad_(name not in frozen)
+    for name, p in params.items():
+        p.requires_grad_(name not in frozen)
     trainable = sum(p.numel() for p in params.values() if p.requires_grad)
     return trainable, sum(p.numel() for p in params.values())
 

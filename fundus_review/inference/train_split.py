@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from fundus_review.data.dataset import ImageRecord, scan_dataset
-from fundus_review.errors import DatasetError
+from fundus_review.data.images import file_sha256
+from fundus_review.errors import DatasetError, ImageLoadError
 from fundus_review.inference import train_data as td
 from fundus_review.inference.train_config import PreprocessConfig, TrainConfig, TrainProgress
 
@@ -58,6 +62,49 @@ class DataSplit:
 
     def heldout_files(self) -> list[str]:
         return [self.records[i].rel_path for i in self.val_idx]
+
+    def digest(self) -> str:
+        """SHA-256 over (file, label, file content hash) of every image used, in file order:
+        equal digests mean a re-run trained on exactly the same pictures and labels."""
+        used = sorted(set(self.train_idx) | set(self.val_idx))
+        h = hashlib.sha256()
+        for i in used:
+            rec = self.records[i]
+            try:
+                content = file_sha256(rec.path)
+            except ImageLoadError:
+                content = "unreadable"
+            h.update(f"{rec.rel_path}\t{rec.label}\t{content}\n".encode())
+        return h.hexdigest()
+
+
+def synthetic_provenance(folder: Path) -> dict:
+    """For a set written by `fundus-review demo-data`: its parameters and, when the command line
+    can express them, the command that writes the same bytes again; else {}."""
+    from fundus_review.data.synthetic import demo_dataset_info
+
+    info = demo_dataset_info(folder)
+    if info is None:
+        return {}
+    out: dict = {"synthetic_data": {k: v for k, v in info.items() if v is not None}}
+    size = info.get("size") or []
+    expressible = (
+        len(size) == 2
+        and size[0] == size[1]
+        and info.get("lesions") == 0.5
+        and info.get("confounder_mode") == "corner"
+        and info.get("image_format") == "jpg"
+    )
+    if expressible:
+        cmd = f"fundus-review demo-data {shlex.quote(str(folder))} --n {info['n']} --seed {info['seed']}"
+        if size[0] != 512:
+            cmd += f" --size {size[0]}"
+        if info.get("confounder"):
+            cmd += " --confounder"
+            if info.get("confounder_strength") != 1.0:
+                cmd += f" --confounder-strength {info['confounder_strength']:g}"
+        out["data_command"] = cmd
+    return out
 
 
 def load_split(config: TrainConfig, emit: Callable[[TrainProgress], None]) -> DataSplit:
