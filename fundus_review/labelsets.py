@@ -17,8 +17,8 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from fundus_review.atomic import atomic_write_text
 from fundus_review.errors import FundusReviewError
-from fundus_review.exchange.atomic import atomic_write_text
 from fundus_review.paths import REPO_ROOT, data_home
 
 TOOLS = ("ellipse", "polygon", "brush", "point")

@@ -7,14 +7,15 @@ back (a resized mask would silently shift every agreement score).
 
 from __future__ import annotations
 
+import io
 import os
-import tempfile
 import warnings
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from fundus_review.atomic import atomic_write_bytes
 from fundus_review.data.images import IMAGE_EXTENSIONS
 from fundus_review.errors import DatasetError
 
@@ -100,21 +101,9 @@ def write_mask_atomic(path: str | os.PathLike[str], mask: np.ndarray) -> None:
     if m.ndim != 2 or m.size == 0:
         raise ValueError(f"a mask must be a non-empty 2-D array, got shape {m.shape}")
     data = np.where(m.astype(bool), np.uint8(255), np.uint8(0))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    # The temp file lives in the target folder so os.replace is an atomic rename on one volume.
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            Image.fromarray(data).save(fh, format="PNG")
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        try:
-            os.unlink(tmp_name)
-        except FileNotFoundError:
-            pass
-        raise
+    buf = io.BytesIO()
+    Image.fromarray(data).save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def _is_mask_file(path: Path) -> bool:

@@ -32,6 +32,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from fundus_review.atomic import atomic_write_bytes
 from fundus_review.core.transform import POLICIES
 from fundus_review.errors import BundleError
 from fundus_review.inference.architectures import build_architecture, split_architecture
@@ -286,19 +287,6 @@ def _tensors_for_saving(
     return out
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def write_bundle(
     path: str | os.PathLike,
     card: ModelCard,
@@ -318,8 +306,8 @@ def write_bundle(
     weights_bytes = save(_tensors_for_saving(state_dict, dtype), metadata={"format": "pt"})
     card_text = dump_toml(card.to_dict())
     if folder.is_dir():
-        _atomic_write_bytes(folder / WEIGHTS_FILE, weights_bytes)
-        _atomic_write_bytes(folder / CARD_FILE, card_text.encode("utf-8"))
+        atomic_write_bytes(folder / WEIGHTS_FILE, weights_bytes)
+        atomic_write_bytes(folder / CARD_FILE, card_text.encode("utf-8"))
     else:
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
