@@ -177,6 +177,9 @@ def test_attach_labels_csv_and_masks_folder_from_the_menu(
     )
     assert "6 expert mask(s) imported" in win.status_text.text()
     assert win.side.structure_boxes.keys() == {"optic_disc"}
+    # Let the first window's pool tasks (thumbnails, bundle hashing) finish before a second window
+    # opens on the same database.
+    qtbot.waitUntil(lambda: win.tasks.pool.activeThreadCount() == 0, timeout=30_000)
     win.close()
 
     # The attached CSV stays attached: a later re-scan keeps the labels.
