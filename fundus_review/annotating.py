@@ -14,6 +14,7 @@ windows - can never silently lose each other's edits). Other reviewers' regions 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -146,20 +147,16 @@ class Editor:
     def perform(self, cmd: Command) -> Command:
         """Apply ``cmd`` in one transaction; on any error nothing is written and ``cmd`` is
         left as it was (so it can be retried)."""
-        snap = cmd.snapshot()
-        try:
-            with self.db.session() as s:
-                cmd.apply(s)
-        except BaseException:
-            cmd.restore(snap)
-            raise
-        return cmd
+        return self._in_transaction(cmd, cmd.apply)
 
     def revert(self, cmd: Command) -> Command:
+        return self._in_transaction(cmd, cmd.revert)
+
+    def _in_transaction(self, cmd: Command, step: Callable[[Any], None]) -> Command:
         snap = cmd.snapshot()
         try:
             with self.db.session() as s:
-                cmd.revert(s)
+                step(s)
         except BaseException:
             cmd.restore(snap)
             raise
