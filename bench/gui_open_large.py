@@ -4,12 +4,13 @@
 
 Writes N small JPEGs in two class folders (once; reused with --dir), then measures, in a real
 MainWindow (offscreen unless DISPLAY is set):
-  first open   new database: scan + hash + register off the UI thread, until the list shows N rows
+  first open   new database: list the folder off the UI thread until the list shows N rows, then
+               the first screen of thumbnails, then the background read (size + content hash)
   reopen       the same database and dataset in a new window, until the list shows N rows
   thumbnails   after reopen, until every row on the first screen has its thumbnail
   rescan       the background re-registration that follows every open (new or changed files)
 and the longest gap of a 10 ms UI-thread timer during each phase (what a user feels as a freeze).
-The target is "about a second" for reopen; first open must hash every file once.
+The target is "about a second" until the reviewer sees the list, first open or not.
 """
 
 from __future__ import annotations
@@ -127,10 +128,18 @@ def main() -> int:
 
     t0 = time.perf_counter()
     win = MainWindow(db=db, dataset=data, settings=settings)
+    first_done: list[int] = []
+    win.registered.connect(first_done.append)
     win.show()
-    first = wait_until(app, lambda: full(win), 600) + 0
+    wait_until(app, lambda: full(win), 600)
     first_total = time.perf_counter() - t0
+    wait_until(app, lambda: visible_rows_have_thumbnails(win), 120)
+    first_thumbs = time.perf_counter() - t0
     first_gap = gaps.worst
+    gaps.reset()
+    wait_until(app, lambda: bool(first_done), 600)
+    first_read = time.perf_counter() - t0
+    read_gap = gaps.worst
     wait_until(app, lambda: win.tasks.pool.activeThreadCount() == 0, 600)
     win.close()
 
@@ -152,8 +161,18 @@ def main() -> int:
     win.close()
 
     print(f"\n{args.n} images, platform {app.platformName()}, {os.cpu_count()} CPU(s)")
+    print(f"first open until the list shows all rows: {first_total:7.2f} s")
     print(
-        f"first open (hash + register + list): {first_total:7.2f} s   (UI max gap {first_gap:.2f} s)"
+        f"  ... until the first screen of thumbnails: {first_thumbs:7.2f} s"
+        f"   (UI max gap {first_gap:.2f} s)"
+    )
+    print(
+        f"  ... background read (size + hash) done:   {first_read:7.2f} s"
+        f"   (UI max gap {read_gap:.2f} s)"
+    )
+    print(
+        f"  => the list appears {first_read / first_total:.1f}x sooner than if opening waited"
+        " for every file to be read"
     )
     print(f"reopen until the list shows all rows: {reopen_total:7.2f} s")
     print(
@@ -163,7 +182,7 @@ def main() -> int:
     print(
         f"  ... background re-scan finished:      {rescan_total:7.2f} s   (UI max gap {rescan_gap:.2f} s)"
     )
-    del first, reopen, thumbs, rescan
+    del reopen, thumbs, rescan
     if args.dir is None and not args.keep:
         shutil.rmtree(work, ignore_errors=True)
     else:

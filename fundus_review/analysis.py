@@ -36,6 +36,7 @@ class AnalysisRequest:
     filename_column: str | None = None
     label_column: str | None = None
     masks_dir: Path | None = None  # None: <dataset>/masks when it exists
+    import_masks: bool = True  # False: the caller keeps the masks current (the GUI does)
     reviewer: str = "reference"
     device: str | None = None
     batch_size: int = 16
@@ -130,9 +131,15 @@ def run_analysis(
     db = db or open_database(req.db)
     try:
         registered = register_dataset(
-            db, req.dataset, req.labels_csv, req.filename_column, req.label_column
+            db,
+            req.dataset,
+            req.labels_csv,
+            req.filename_column,
+            req.label_column,
+            only=req.image_ids,
+            cancel=None if cancel is None else cancel.is_set,
         )
-        masks_imported = _maybe_import_masks(db, registered, req)
+        masks_imported = _maybe_import_masks(db, registered, req) if req.import_masks else 0
 
         device = pick_device(req.device)
         model = bundle.build_model(device)

@@ -37,6 +37,7 @@ from fundus_review.annotation_commands import (
 )
 from fundus_review.core.geometry import Shape, rasterize, shape_from_dict, shape_mask
 from fundus_review.errors import FundusReviewError
+from fundus_review.identify import identify_images
 from fundus_review.store import repo
 from fundus_review.store.codec import decode_mask, encode_mask
 from fundus_review.store.db import Database
@@ -110,7 +111,9 @@ def load_regions(db: Database, image_id: int, include_deleted: bool = False) -> 
         img = s.get(Image, image_id)
         if img is None:
             raise FundusReviewError(f"image {image_id} is not in {db.display_name}")
-        shape = (img.height, img.width)
+        if img.sha256 is None:
+            return []  # a file never read cannot carry regions yet
+        shape = repo.image_shape(img)
         return [
             Region(
                 a.id,
@@ -135,12 +138,14 @@ class Editor:
 
     def __init__(self, db: Database, image_id: int, reviewer: str) -> None:
         self.db = db
+        problems = identify_images(db, [image_id])  # regions are drawn on the file as it is now
         with db.session() as s:
             img = s.get(Image, image_id)
-            if img is None:
-                raise FundusReviewError(f"image {image_id} is not in {db.display_name}")
+            if img is None or img.sha256 is None:
+                why = problems[0][1] if problems else "it is not in the database"
+                raise FundusReviewError(f"cannot annotate image {image_id}: {why}")
             rev = repo.get_or_create_reviewer(s, reviewer)
-            self.image_id, self.image_shape = img.id, (img.height, img.width)
+            self.image_id, self.image_shape = img.id, repo.image_shape(img)
             self.reviewer_id, self.reviewer = rev.id, rev.name
 
     # -- running

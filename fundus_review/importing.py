@@ -6,24 +6,23 @@ path. Unreadable files are reported and skipped, never fatal.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import tempfile
+from collections.abc import Callable, Collection
+from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from fundus_review.data.dataset import DatasetScan, scan_dataset
-from fundus_review.data.images import file_sha256, image_size
 from fundus_review.data.masks_io import find_mask_files, load_mask
 from fundus_review.errors import FundusReviewError
-from fundus_review.paths import cache_dir
+from fundus_review.identify import Progress, file_stamp, identify_images
 from fundus_review.store import repo
 from fundus_review.store.db import Database
-from fundus_review.store.schema import Image, Label
+from fundus_review.store.schema import Annotation, Image, Label, utcnow
 
 
 @dataclass
@@ -31,8 +30,9 @@ class RegisteredDataset:
     dataset_id: int
     root: Path
     scan: DatasetScan
-    image_ids: dict[str, int]  # rel_path -> image id, readable images only
+    image_ids: dict[str, int]  # rel_path -> image id (unreadable files excluded once read)
     problems: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    unread: list[int] = field(default_factory=list)  # ids whose size and hash are still to read
 
 
 def register_dataset(
@@ -41,131 +41,150 @@ def register_dataset(
     labels_csv: str | Path | None = None,
     filename_column: str | None = None,
     label_column: str | None = None,
+    *,
+    identify: bool = True,
+    only: Collection[int] | None = None,
+    progress: Progress | None = None,
+    cancel: Callable[[], bool] | None = None,
 ) -> RegisteredDataset:
-    """Scan `root`, record every readable image (size + content hash) and its label.
+    """Scan `root` and record every image file and its label; then (`identify`) read each new or
+    changed file's size and content hash.
 
-    Called on every open and every analysis, so it must be cheap when little changed: a file whose
-    size and timestamps match the last registration is not hashed again (`_FileIds`), and the
-    stored rows are read in two bulk queries instead of two queries per image.
+    Listing costs a directory walk, a `stat` per file and a few bulk statements, so the GUI shows
+    10,000 images at once and runs the reading half (`identify.identify_images`, the slow part:
+    it hashes every byte) in the background with ``identify=False``. With ``identify=True`` (the
+    CLI, analyses) the result lists only images that could be read; `only` restricts that
+    reading (and the result) to these image ids, so analysing one image of a folder opened a
+    moment ago does not wait for all the others.
     """
     scan = scan_dataset(
         root, labels_csv=labels_csv, filename_column=filename_column, label_column=label_column
     )
     problems = list(scan.problems)
-    known = _FileIds(Path(scan.root))
-    headers: list[tuple[str, int, int, str, str | None]] = []
+    stamps: dict[str, str] = {}
     for rec in scan.records:
         try:
-            width, height, sha = known.identify(rec.path, rec.rel_path)
-        except FundusReviewError as exc:
-            problems.append((str(rec.path), str(getattr(exc, "reason", exc))))
-            continue
+            stamps[rec.rel_path] = file_stamp(rec.stat or os.stat(rec.path))
         except OSError as exc:
             problems.append((str(rec.path), f"cannot read file: {exc.strerror or exc}"))
-            continue
-        headers.append((rec.rel_path, width, height, sha, rec.label))
+    labels = {rec.rel_path: rec.label for rec in scan.records if rec.rel_path in stamps}
+    dataset_id, image_ids, unread = _record_listing(
+        db, scan.root, stamps, labels, scan.label_source
+    )
+    reg = RegisteredDataset(dataset_id, Path(scan.root), scan, image_ids, problems, unread)
+    if identify:
+        wanted = unread if only is None else [i for i in unread if i in set(only)]
+        reg.problems += identify_images(db, wanted, progress, cancel)
+        # Read = stamped with the stamp just listed (a file that failed keeps its old stamp, a
+        # cancelled pass leaves the rest unread).
+        with db.session(read_only=True) as s:
+            read_now = {
+                rel
+                for rel, sha, stamp in s.execute(
+                    select(Image.rel_path, Image.sha256, Image.file_stamp).where(
+                        Image.dataset_id == dataset_id
+                    )
+                )
+                if sha is not None and stamps.get(rel) == stamp
+            }
+        reg.image_ids = {rel: i for rel, i in image_ids.items() if rel in read_now}
+        reg.unread = [i for rel, i in image_ids.items() if rel not in read_now]
+    return reg
 
-    label_source = scan.label_source
+
+def _record_listing(
+    db: Database, root: Path, stamps: dict[str, str], labels: dict[str, str | None], source: str
+) -> tuple[int, dict[str, int], list[int]]:
+    """Insert the never-seen files (size and hash unknown), update labels; one transaction.
+
+    Returns (dataset id, rel_path -> image id, ids to read: new, never read, or changed)."""
     with db.session() as s:
-        dataset = repo.get_or_create_dataset(s, scan.root)
+        dataset_id = repo.get_or_create_dataset(s, root).id
         stored = {
-            img.rel_path: img
-            for img in s.scalars(select(Image).where(Image.dataset_id == dataset.id))
-        }
-        labels = {
-            lab.image_id: lab
-            for lab in s.scalars(
-                select(Label)
-                .join(Image)
-                .where(Image.dataset_id == dataset.id, Label.source == label_source)
+            rel: (image_id, sha, stamp)
+            for image_id, rel, sha, stamp in s.execute(
+                select(Image.id, Image.rel_path, Image.sha256, Image.file_stamp).where(
+                    Image.dataset_id == dataset_id
+                )
             )
         }
-        fresh = [h for h in headers if h[0] not in stored]
-        if len(fresh) > 1:
-            new_images, new_labels = _insert_new(s, dataset.id, fresh, label_source)
-            stored.update(new_images)
-            labels.update(new_labels)
-        image_ids: dict[str, int] = {}
-        for rel_path, width, height, sha, label in headers:
-            image = stored.get(rel_path)
-            if image is None or (image.width, image.height, image.sha256) != (width, height, sha):
-                image = repo.upsert_image(s, dataset, rel_path, width, height, sha)
-            if label is not None:
-                current = labels.get(image.id)
-                if current is None or current.value != str(label):
-                    labels[image.id] = repo.set_label(s, image, label, label_source)
-            image_ids[rel_path] = image.id
-        dataset_id = dataset.id
-    known.save()
-    return RegisteredDataset(dataset_id, Path(scan.root), scan, image_ids, problems)
+        fresh = [rel for rel in stamps if rel not in stored]
+        if fresh:
+            stored.update(_insert_listed(s, dataset_id, fresh))
+        image_ids = {rel: stored[rel][0] for rel in stamps}
+        unread = [
+            stored[rel][0]
+            for rel in stamps
+            if stored[rel][1] is None or stored[rel][2] != stamps[rel]
+        ]
+        current = dict(
+            s.execute(
+                select(Label.image_id, Label.value)
+                .join(Image)
+                .where(Image.dataset_id == dataset_id, Label.source == source)
+            ).all()
+        )
+        new_labels = []
+        for rel, label in labels.items():
+            image_id = image_ids[rel]
+            if label is None or current.get(image_id) == str(label):
+                continue
+            if image_id in current:
+                repo.set_label(s, image_id, label, source)
+            else:
+                new_labels.append({"image_id": image_id, "value": str(label), "source": source})
+        if new_labels:
+            now = utcnow()
+            for row in new_labels:
+                row["created_at"] = row["updated_at"] = now
+            s.connection().execute(insert(Label.__table__), new_labels)
+    return dataset_id, image_ids, unread
 
 
-def _insert_new(
-    s: object, dataset_id: int, fresh: list[tuple[str, int, int, str, str | None]], source: str
-) -> tuple[dict[str, Image], dict[int, Label]]:
-    """Insert never-seen images with their labels in one flush (a first registration of 10,000
-    images would otherwise cost 20,000 round trips). If another writer got there first the
-    savepoint is rolled back and the caller's per-image upsert handles them one by one."""
-    rows = {
-        rel: Image(dataset_id=dataset_id, rel_path=rel, width=w, height=h, sha256=sha)
-        for rel, w, h, sha, _label in fresh
-    }
+def _insert_listed(
+    s: Session, dataset_id: int, fresh: list[str]
+) -> dict[str, tuple[int, None, None]]:
+    """Insert never-seen images in one executemany (10,000 single inserts take seconds). If
+    another writer inserted some of them first, fall back to one savepoint per image."""
+    now = utcnow()
+    rows = [
+        {"dataset_id": dataset_id, "rel_path": rel, "created_at": now, "updated_at": now}
+        for rel in fresh
+    ]
     try:
         with s.begin_nested():
-            s.add_all(rows.values())
-            s.flush()
-            labels = {
-                rows[rel].id: Label(image_id=rows[rel].id, value=str(label), source=source)
-                for rel, _w, _h, _sha, label in fresh
-                if label is not None
-            }
-            s.add_all(labels.values())
-            s.flush()
+            s.connection().execute(insert(Image.__table__), rows)  # Core: no ORM bookkeeping
     except IntegrityError:
-        return {}, {}
-    return rows, labels
+        for rel in fresh:
+            if repo.get_image(s, dataset_id, rel) is None:
+                with suppress(IntegrityError), s.begin_nested():
+                    s.add(Image(dataset_id=dataset_id, rel_path=rel))
+                    s.flush()
+    wanted = set(fresh)
+    return {
+        rel: (image_id, sha, stamp)
+        for image_id, rel, sha, stamp in s.execute(
+            select(Image.id, Image.rel_path, Image.sha256, Image.file_stamp).where(
+                Image.dataset_id == dataset_id
+            )
+        )
+        if rel in wanted
+    }
 
 
-class _FileIds:
-    """(width, height, sha256) of files already registered, keyed by their stat identity.
-
-    Hashing 10,000 fundus photographs reads tens of gigabytes; a file whose size, mtime, ctime and
-    inode are unchanged has the same bytes (the rule git uses), so it is not read again. The cache
-    lives in the user's cache folder and is disposable: without it everything is hashed.
-    """
-
-    def __init__(self, root: Path) -> None:
-        key = hashlib.sha256(str(root).encode()).hexdigest()[:24]
-        self.path = cache_dir() / "file_ids" / f"{key}.json"
-        try:
-            self.old = json.loads(self.path.read_text())["files"]
-        except (OSError, ValueError, KeyError, TypeError):
-            self.old = {}
-        self.new: dict[str, list] = {}
-
-    def identify(self, path: Path, rel_path: str) -> tuple[int, int, str]:
-        st = os.stat(path)
-        stamp = [st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]
-        hit = self.old.get(rel_path)
-        if isinstance(hit, list) and len(hit) == 7 and hit[:4] == stamp:
-            width, height, sha = int(hit[4]), int(hit[5]), str(hit[6])
-        else:
-            width, height = image_size(path)
-            sha = file_sha256(path)
-        self.new[rel_path] = [*stamp, width, height, sha]
-        return width, height, sha
-
-    def save(self) -> None:
-        if self.new == self.old:
-            return
-        try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, suffix=".tmp")
-            with os.fdopen(fd, "w") as fh:
-                json.dump({"version": 1, "files": self.new}, fh)
-            os.replace(tmp, self.path)
-        except OSError:
-            pass  # a cache that cannot be written only costs time on the next registration
+def has_imported_masks(db: Database, dataset_id: int) -> bool:
+    """Whether any mask file was ever imported into this dataset (drawn regions do not count)."""
+    with db.session(read_only=True) as s:
+        hit = s.scalar(
+            select(Annotation.id)
+            .join(Image)
+            .where(
+                Image.dataset_id == dataset_id,
+                Annotation.source.startswith("import:", autoescape=True),
+            )
+            .limit(1)
+        )
+    return hit is not None
 
 
 @dataclass
@@ -194,6 +213,10 @@ def import_masks(
         by_stem.setdefault(Path(rel_path).stem, []).append(rel_path)
 
     summary = MaskImportSummary()
+    # A mask is checked against its image's size, so those images are read first (a no-op for
+    # images already read and unchanged).
+    matched = [registered.image_ids[r[0]] for r in map(by_stem.get, found) if r and len(r) == 1]
+    summary.problems += identify_images(db, matched)
     with db.session() as s:
         who = repo.get_or_create_reviewer(s, reviewer)
         for stem, structures in sorted(found.items()):
@@ -207,6 +230,8 @@ def import_masks(
                 )
                 continue
             image = s.get(Image, registered.image_ids[rel_paths[0]])
+            if image is None or image.sha256 is None:
+                continue  # its file could not be read: already reported above
             any_imported = False
             for structure, path in sorted(structures.items()):
                 try:

@@ -360,13 +360,16 @@ def load_regions(db: Database, image_id: int) -> list[Region]:
     return out
 
 
-def image_files(db: Database, dataset_id: int) -> dict[int, tuple[Path, str]]:
-    """image id -> (absolute path, content sha256): what thumbnails are made and cached from."""
+def image_files(db: Database, dataset_id: int) -> dict[int, tuple[Path, str | None]]:
+    """image id -> (absolute path, file stamp when last read, None before): what thumbnails are
+    made from; a new stamp means the file changed."""
     with db.session(read_only=True) as s:
         root = Path(s.get(Dataset, dataset_id).root)
         return {
-            i: (root / rel, sha)
-            for i, rel, sha in s.execute(
-                select(Image.id, Image.rel_path, Image.sha256).where(Image.dataset_id == dataset_id)
+            i: (root / rel, stamp)
+            for i, rel, stamp in s.execute(
+                select(Image.id, Image.rel_path, Image.file_stamp).where(
+                    Image.dataset_id == dataset_id
+                )
             )
         }

@@ -18,7 +18,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from fundus_review.data.images import IMAGE_EXTENSIONS, is_image_file
+from fundus_review.data.images import IMAGE_EXTENSIONS
 from fundus_review.errors import DatasetError
 
 __all__ = ["DatasetScan", "ImageRecord", "scan_dataset"]
@@ -49,6 +49,7 @@ class ImageRecord:
     path: Path
     rel_path: str  # POSIX path relative to the dataset root
     label: str | None
+    stat: os.stat_result | None = field(default=None, repr=False, compare=False)  # when listed
 
 
 @dataclass
@@ -113,40 +114,53 @@ def scan_dataset(
 
 
 def _find_images(root: Path) -> tuple[list[ImageRecord], list[tuple[str, str]]]:
+    # os.scandir and plain strings: a folder of 10,000 photographs is listed in a fraction of a
+    # second (pathlib objects per entry cost more than the file system does).
     records: list[ImageRecord] = []
     problems: list[tuple[str, str]] = []
-    for dirpath, dirnames, filenames in os.walk(root, onerror=None, followlinks=False):
-        here = Path(dirpath)
-        at_root = here == root
-        dirnames[:] = sorted(
-            d
-            for d in dirnames
-            if not d.startswith(".")
-            and d.lower() not in _SKIPPED_DIRS
-            and not (at_root and d.lower() == MASKS_DIR_NAME)
-        )
-        for name in sorted(filenames):
+    pending = [(str(root), "")]
+    while pending:
+        folder, prefix = pending.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = list(it)
+        except OSError as exc:
+            problems.append((folder, f"cannot list folder ({exc.strerror or exc})"))
+            continue
+        for entry in entries:
+            name = entry.name
             if name.startswith("."):
                 continue
-            path = here / name
-            ext = path.suffix.lower()
-            if is_image_file(path):
+            try:
+                if entry.is_dir():  # a symlink to a folder is not followed (cycles)
+                    if not entry.is_symlink() and _wanted_dir(name, at_root=not prefix):
+                        pending.append((entry.path, f"{prefix}{name}/"))
+                    continue
+            except OSError:
+                continue
+            ext = os.path.splitext(name)[1].lower()
+            if ext in IMAGE_EXTENSIONS:
                 try:
-                    size = path.stat().st_size
+                    st = entry.stat()
                 except OSError as exc:
-                    problems.append((str(path), f"cannot read file ({exc.strerror or exc})"))
+                    problems.append((entry.path, f"cannot read file ({exc.strerror or exc})"))
                     continue
-                if size == 0:
-                    problems.append((str(path), "empty file (0 bytes)"))
+                if st.st_size == 0:
+                    problems.append((entry.path, "empty file (0 bytes)"))
                     continue
-                rel = path.relative_to(root).as_posix()
-                records.append(ImageRecord(path=path, rel_path=rel, label=None))
+                records.append(ImageRecord(Path(entry.path), prefix + name, None, st))
             elif ext in _UNSUPPORTED_IMAGE_EXTENSIONS:
                 problems.append(
-                    (str(path), f"unsupported image format {ext}; convert it to PNG, JPEG or TIFF")
+                    (entry.path, f"unsupported image format {ext}; convert it to PNG, JPEG or TIFF")
                 )
-    records.sort(key=lambda r: PurePosixPath(r.rel_path).parts)
+    records.sort(key=lambda r: r.rel_path.split("/"))
+    problems.sort()
     return records, problems
+
+
+def _wanted_dir(name: str, at_root: bool) -> bool:
+    low = name.lower()
+    return low not in _SKIPPED_DIRS and not (at_root and low == MASKS_DIR_NAME)
 
 
 def _is_image_folder_layout(records: list[ImageRecord]) -> bool:

@@ -33,6 +33,7 @@ from fundus_review.core.geometry import Ellipse, GeometryError, mask_box, shape_
 from fundus_review.core.geometry import rasterize as default_rasterize
 from fundus_review.errors import FundusReviewError
 from fundus_review.exchange.selection import Selection, live_annotations, selected_images
+from fundus_review.identify import identify_images
 from fundus_review.labelsets import LabelSet, load_label_set
 from fundus_review.store import repo
 from fundus_review.store.db import Database
@@ -119,6 +120,11 @@ def export_coco(
     sel = selection or Selection()
     out = Path(path)
     summary = CocoExportSummary(out)
+    if sel.dataset is not None:
+        # COCO lists every image with its size: read the files listed but not read yet.
+        with db.session(read_only=True) as s:
+            ids = [img.id for img in selected_images(s, sel)]
+        summary.problems += identify_images(db, ids)
     with db.session(read_only=True) as s:
         anns = live_annotations(s, sel)
         images = selected_images(s, sel) if sel.dataset is not None else []

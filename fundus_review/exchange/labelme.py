@@ -35,6 +35,7 @@ from sqlalchemy.orm import Session
 
 from fundus_review.core.geometry import Ellipse, GeometryError, Point, Polygon, Shape, shape_mask
 from fundus_review.errors import FundusReviewError
+from fundus_review.identify import identify_images
 from fundus_review.importing import RegisteredDataset
 from fundus_review.labelsets import (
     LabelSet,
@@ -181,6 +182,10 @@ def import_labelme(
         if image_id is None:
             summary.unmatched.append(str(path))
             continue
+        unreadable = identify_images(db, [image_id])  # the drawing is checked against its size
+        if unreadable:
+            summary.problems += unreadable
+            continue
         with db.session() as s:
             _import_file(s, path, doc, image_id, reviewer, labels, mapping, summary)
         summary.files += 1
@@ -190,7 +195,7 @@ def import_labelme(
 def _import_file(s: Session, path: Path, doc: dict[str, Any], image_id: int, reviewer: str,
                  labels: LabelSet, mapping: dict[str, str], summary: LabelmeImportSummary) -> None:  # fmt: skip
     img = s.get(Image, image_id)
-    shape = (img.height, img.width)
+    shape = repo.image_shape(img)
     hw = (doc.get("imageHeight"), doc.get("imageWidth"))
     if all(isinstance(v, int) for v in hw) and hw != shape:
         summary.problems.append((str(path), f"drawn on a {hw[1]}x{hw[0]} image, but "

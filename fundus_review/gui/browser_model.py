@@ -36,7 +36,7 @@ class BrowserModel(QAbstractListModel):
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self.state = BrowserState()
-        self.files: dict[int, tuple[Path, str]] = {}
+        self.files: dict[int, tuple[Path, str | None]] = {}
         self.thumbs: dict[int, QPixmap] = {}
         self._pending: set[int] = set()
         self._failed: set[int] = set()
@@ -48,7 +48,7 @@ class BrowserModel(QAbstractListModel):
     def set_rows(
         self,
         rows: list[BrowseRow],
-        files: dict[int, tuple[Path, str]] | None = None,
+        files: dict[int, tuple[Path, str | None]] | None = None,
         keep_view: bool = False,
     ) -> None:
         """New rows (filter and sort kept). Thumbnails of unchanged files are kept.
@@ -58,7 +58,14 @@ class BrowserModel(QAbstractListModel):
         scrolls the list under the reviewer.
         """
         if files is not None:
-            changed = {i for i, f in files.items() if self.files.get(i) != f}
+            # (path, file stamp); a stamp appearing where there was none is the background
+            # read of a newly listed file, not a change of the file.
+            changed = {
+                i
+                for i, (path, stamp) in files.items()
+                if (old := self.files.get(i)) is not None
+                and (old[0] != path or (old[1] is not None and old[1] != stamp))
+            }
             for image_id in changed | (self.files.keys() - files.keys()):
                 self.thumbs.pop(image_id, None)
                 self._failed.discard(image_id)
@@ -114,12 +121,12 @@ class BrowserModel(QAbstractListModel):
         if src is None:
             return None
         self._pending.add(image_id)
-        path, sha = src
+        path = src[0]
         # Rows painted last (the ones on screen now) are made first.
         self._priority += 1
 
         def job() -> QImage:
-            img = QImage(str(make_thumbnail(path, sha)))
+            img = QImage(str(make_thumbnail(path)))
             if img.isNull():
                 raise OSError(f"{path}: cannot make a thumbnail")
             return img

@@ -6,6 +6,7 @@ call opens its own short session, so they are safe beside a running analysis.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,8 @@ import numpy as np
 from fundus_review.analysis import AnalysisRequest
 from fundus_review.browse import BrowseRow
 from fundus_review.errors import FundusReviewError
+from fundus_review.identify import Progress, identify_images
+from fundus_review.importing import RegisteredDataset
 from fundus_review.paths import cache_dir, shipped_models_dir
 from fundus_review.store.db import Database, open_database
 from fundus_review.viewdata import (
@@ -72,35 +75,57 @@ class Session:
         root = dataset_root(self.db, self.dataset_id)
         return None if root is None else Path(root)
 
-    def register(self, folder: Path, labels_csv=None, masks_dir=None) -> tuple[int, list, int]:
-        """Scan + register + import masks; returns (dataset id, problems, masks imported).
-
-        Masks come from `masks_dir` (attached from the menu), else from <folder>/masks the first
-        time the folder is registered: re-reading thousands of mask files on every open would
-        only repeat an idempotent import (the Attach menu re-imports on demand).
-        """
-        from fundus_review.importing import import_masks, register_dataset
+    def register(self, folder: Path, labels_csv=None) -> tuple[RegisteredDataset, bool]:
+        """List the folder into the database (fast: no file is read); returns (listing, whether
+        the folder was new to the database). `finish_registration` does the reading."""
+        from fundus_review.importing import register_dataset
 
         db = self._need_db()
         first_time = find_dataset_id(db, folder) is None
-        reg = register_dataset(db, folder, labels_csv)
+        return register_dataset(db, folder, labels_csv, identify=False), first_time
+
+    def finish_registration(
+        self,
+        reg: RegisteredDataset,
+        first_time: bool,
+        masks_dir: Path | None = None,
+        progress: Progress | None = None,
+        cancel: Callable[[], bool] | None = None,
+    ) -> tuple[int, list, int]:
+        """Read the new and changed files (size, content hash), then import masks; returns
+        (dataset id, problems, masks imported).
+
+        Masks come from `masks_dir` (attached from the menu), else from <folder>/masks until one
+        import of them succeeded: re-reading thousands of mask files on every open would only
+        repeat an idempotent import (the Attach menu re-imports on demand).
+        """
+        from fundus_review.importing import has_imported_masks, import_masks
+
+        db = self._need_db()
+        problems = list(reg.problems) + identify_images(db, reg.unread, progress, cancel)
         masks = masks_dir
-        if masks is None and first_time and (reg.root / "masks").is_dir():
-            masks = reg.root / "masks"
+        if masks is None and (reg.root / "masks").is_dir():
+            if first_time or not has_imported_masks(db, reg.dataset_id):
+                masks = reg.root / "masks"
         n_masks = 0
-        if masks is not None:
+        if masks is not None and not (cancel is not None and cancel()):
             summary = import_masks(db, reg, masks, "reference")
-            reg.problems.extend(summary.problems)
+            problems.extend(summary.problems)
             n_masks = summary.imported
-        return reg.dataset_id, reg.problems, n_masks
+        return reg.dataset_id, problems, n_masks
 
     def rows(self, with_files: bool) -> tuple[list[BrowseRow], dict | None]:
         db = self._need_db()
         metric, structure = self.badge or (None, None)
         rows = load_browse_rows(
-            db, self.dataset_id, self.model_id, self.run_id, self.reviewer, metric, structure
+            db, self.dataset_id, self.model_id, self.run_id, self.rows_reviewer, metric, structure
         )
         return rows, image_files(db, self.dataset_id) if with_files else None
+
+    @property
+    def rows_reviewer(self) -> str | None:
+        """Whose review status and regions the browser rows show."""
+        return self.reviewer
 
     # -- model ---------------------------------------------------------------------------
     def bundle_choices(self) -> list[tuple[str, Path]]:
@@ -169,8 +194,9 @@ class Session:
             image_ids=image_ids,
             labels_csv=self.labels_csv,
             batch_size=self.batch_size,
-            # None: run_analysis re-imports <dataset>/masks (idempotent), as the CLI does.
-            masks_dir=None,
+            # Opening the folder imported its masks (and the Attach menu re-imports): a job on
+            # one image must not re-read every mask file of the dataset.
+            import_masks=False,
         )
 
 
@@ -181,7 +207,12 @@ def load_photo(
     from fundus_review.data.fov import FovCache
     from fundus_review.data.images import load_image
 
-    detail = image_detail(session._need_db(), image_id, session.model_id)
+    db = session._need_db()
+    # A folder opened moments ago may not have had this file read yet (or it changed since).
+    unreadable = identify_images(db, [image_id])
+    if unreadable:
+        raise FundusReviewError(f"{unreadable[0][0]}: {unreadable[0][1]}")
+    detail = image_detail(db, image_id, session.model_id)
     rgb = np.ascontiguousarray(load_image(detail.path))
     if rgb.shape[:2] != (detail.height, detail.width):
         raise FundusReviewError(
@@ -193,10 +224,10 @@ def load_photo(
 
 
 def load_bundle_card(path: Path) -> tuple[list[str], list[str]]:
-    """(classes, target layers) of a bundle, for the target and layer choices."""
-    from fundus_review.inference.bundle import load_bundle
+    """(classes, target layers) of a bundle, for the target and layer choices (no torch)."""
+    from fundus_review.inference.card import read_card
 
-    card = load_bundle(path).card
+    _folder, card = read_card(path)
     return list(card.classes), list(card.target_layers)
 
 

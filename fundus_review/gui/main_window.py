@@ -9,6 +9,7 @@ review tools in window_annotate.py.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt, Signal, Slot
@@ -35,6 +36,7 @@ from fundus_review.viewdata import run_for_target
 
 class MainWindow(OpenMixin, JobsMixin, AnnotateMixin, QMainWindow):
     registered = Signal(object)  # dataset id, after a (re-)registration finished
+    reading_progress = Signal(object)  # (done, total) of the background read of new files
     rows_loaded = Signal(int)  # number of rows now in the browser
     overlays_shown = Signal(object)  # the Overlays now in the viewer
     scoring_done = Signal(object)  # scoring.ScoringSummary
@@ -68,8 +70,11 @@ class MainWindow(OpenMixin, JobsMixin, AnnotateMixin, QMainWindow):
         self._startup = TaskRunner(self, max_threads=1)
         self._startup_started = False
         self._registering = False
+        self._closing = threading.Event()  # tells background passes to stop at their next chunk
+        self._read_when_shown = None  # starts the background read of a listed folder's files
         self.rows_loaded.connect(self._start_startup_info)
         self.registered.connect(self._start_startup_info)
+        self.reading_progress.connect(self._show_reading)
         db = db or get_str(self.settings, "last_db")
         model = model or get_str(self.settings, "last_model")
         self.refresh_bundles(Path(model) if model else None)
@@ -197,6 +202,7 @@ class MainWindow(OpenMixin, JobsMixin, AnnotateMixin, QMainWindow):
         self.settings.setValue("grid", "1" if self.browser.grid_toggle.isChecked() else "0")
         self.settings.sync()
         self._close_annotation()
+        self._closing.set()
         # Results are committed per batch: stopping after the current one loses nothing finished.
         self.jobs.shutdown()
         self.tasks.wait(10000)
@@ -228,9 +234,9 @@ class MainWindow(OpenMixin, JobsMixin, AnnotateMixin, QMainWindow):
         self.status_text.setText(text)
 
     @Slot()
-    def _start_startup_info(self, *_args) -> None:
+    def _start_startup_info(self, *_args, force: bool = False) -> None:
         # After the rows are shown and the background re-scan is done: then the UI is idle.
-        if not self._startup_started and not self._registering:
+        if not self._startup_started and (force or not self._registering):
             self._startup_started = True
             self._startup.submit(startup_info, self._on_startup_info, self.show_error)
 

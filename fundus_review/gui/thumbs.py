@@ -1,4 +1,7 @@
-"""Thumbnails cached on disk, keyed by the image's content hash (renames cost nothing).
+"""Thumbnails cached on disk, keyed by the file's path, size and modification time.
+
+Not by content hash: a folder opened for the first time shows its thumbnails while the content
+hashes are still being computed in the background (a replaced file gets a new key at once).
 
 JPEG "draft" decoding reads a 4288x2848 fundus photo at 1/8 scale directly from the DCT
 coefficients, so a thumbnail costs a few milliseconds instead of a full decode.
@@ -6,6 +9,7 @@ coefficients, so a thumbnail costs a few milliseconds instead of a full decode.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -17,16 +21,17 @@ from fundus_review.paths import cache_dir
 THUMB_SIZE = 128
 
 
-def thumbnail_path(sha256: str, size: int = THUMB_SIZE, root: Path | None = None) -> Path:
-    base = (root or cache_dir()) / "thumbnails" / f"{size}" / sha256[:2]
-    return base / f"{sha256}.jpg"
+def thumbnail_path(src: Path, size: int = THUMB_SIZE, root: Path | None = None) -> Path:
+    """Where the thumbnail of `src` as it is now lives (stat's it; raises OSError)."""
+    st = os.stat(src)
+    ident = f"{Path(src).resolve()}\0{st.st_size}\0{st.st_mtime_ns}"
+    key = hashlib.sha256(ident.encode("utf-8", "surrogateescape")).hexdigest()
+    return (root or cache_dir()) / "thumbnails" / f"{size}" / key[:2] / f"{key}.jpg"
 
 
-def make_thumbnail(
-    src: Path, sha256: str, size: int = THUMB_SIZE, root: Path | None = None
-) -> Path:
+def make_thumbnail(src: Path, size: int = THUMB_SIZE, root: Path | None = None) -> Path:
     """The cached thumbnail of `src` (written on first use, atomically); raises OSError."""
-    dest = thumbnail_path(sha256, size, root)
+    dest = thumbnail_path(src, size, root)
     if dest.is_file():
         return dest
     with Image.open(src) as im:

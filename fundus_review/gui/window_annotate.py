@@ -31,7 +31,6 @@ from fundus_review.gui.annotate import (
 )
 from fundus_review.gui.loading import Session
 from fundus_review.gui.window_jobs import score_dataset
-from fundus_review.viewdata import image_files, load_browse_rows
 
 RESCORE_DELAY_MS = 400  # a burst of edits (drag a vertex, undo, redo) is scored once
 # Shortcuts that act on what is drawn: live only while annotating (Esc: see _on_escape).
@@ -52,13 +51,9 @@ class ReviewSession(Session):
         super().__init__()
         self.annotator: str | None = None
 
-    def rows(self, with_files: bool):  # noqa: ANN201 - see Session.rows
-        db = self._need_db()
-        metric, structure = self.badge or (None, None)
-        rows = load_browse_rows(
-            db, self.dataset_id, self.model_id, self.run_id, self.annotator, metric, structure
-        )
-        return rows, image_files(db, self.dataset_id) if with_files else None
+    @property
+    def rows_reviewer(self) -> str | None:
+        return self.annotator
 
 
 class AnnotateMixin:

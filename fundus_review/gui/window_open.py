@@ -1,7 +1,7 @@
 """The main window's opening actions: database, dataset, labels, masks, model bundle, CAM runs.
 
-Split out of main_window.py. Registration (hashing, mask import) and row queries run on the
-TaskRunner's pool; these slots only place results.
+Split out of main_window.py. Registration (listing, then reading and hashing the files, mask
+import) and row queries run on the TaskRunner's pool; these slots only place results.
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import hashlib
 import time
 from pathlib import Path
 
-from PySide6.QtCore import Slot
+from PySide6.QtCore import QTimer, Slot
 from PySide6.QtWidgets import QFileDialog
 
 from fundus_review.errors import FundusReviewError
@@ -110,10 +110,42 @@ class OpenMixin:
         self.status(f"scanning {folder} …")
         self._registering = True
         self.tasks.submit(
-            lambda: self.session.register(folder, labels_csv, masks_dir),
-            self._on_registered,
+            lambda: self.session.register(folder, labels_csv),
+            lambda result: self._on_listed(result, masks_dir),
             key="register",
         )
+
+    def _on_listed(self, result, masks_dir: Path | None) -> None:
+        """The folder's files are rows now: show them, then read the new/changed ones (size,
+        content hash; minutes for a large new folder) in the background."""
+        reg, first_time = result
+        if reg.dataset_id == self.session.dataset_id:
+            self.refresh_rows(with_files=True)
+        else:
+            self.load_dataset(reg.dataset_id)
+        cancel = self._closing.is_set
+        # Started once the rows are on screen: on two cores the read would otherwise compete
+        # with loading the rows and the first screen of thumbnails.
+        self._read_when_shown = lambda: self.tasks.submit(
+            lambda: self.session.finish_registration(
+                reg, first_time, masks_dir, self._report_reading, cancel
+            ),
+            self._on_registered,
+            key="identify",
+        )
+
+    def _report_reading(self, done: int, total: int) -> None:
+        # Runs on the pool thread: only a queued signal may cross to the UI.
+        try:
+            self.reading_progress.emit((done, total))
+        except RuntimeError:
+            pass  # the window is gone; the pass stops at its next chunk
+
+    @Slot(object)
+    def _show_reading(self, progress: tuple[int, int]) -> None:
+        done, total = progress
+        if done < total:
+            self.status(f"reading new files: {done:,}/{total:,} …")
 
     def _on_registered(self, result) -> None:
         dataset_id, problems, n_masks = result
@@ -126,7 +158,9 @@ class OpenMixin:
         masks = f", {n_masks} expert mask(s) imported" if n_masks else ""
         self.status(f"dataset registered{masks}{note}")
         if dataset_id == self.session.dataset_id:
-            self.refresh_rows(with_files=True)  # new/changed files; thumbnails already made stay
+            self.refresh_rows(with_files=True)  # unreadable files gone; thumbnails made stay
+            if n_masks:
+                self.reload_overlays()  # the photo on screen may have expert regions now
         else:
             self.load_dataset(dataset_id)
         self.registered.emit(dataset_id)
@@ -168,6 +202,12 @@ class OpenMixin:
             if self.browser.model.rowCount() and reset:
                 self.browser.list.setCurrentIndex(self.browser.model.index(0))
         self.rows_loaded.emit(len(rows))
+        if self._read_when_shown is not None:
+            start, self._read_when_shown = self._read_when_shown, None
+            QTimer.singleShot(300, self, start)  # (self: not after the window is gone)
+            # torch's import waits for the read to finish, but not for minutes on a large new
+            # folder: the CAM methods and the device are wanted long before that.
+            QTimer.singleShot(5000, self, lambda: self._start_startup_info(force=True))
 
     # ------------------------------------------------------------------------------ model
     def refresh_bundles(self, current: Path | None = None) -> None:

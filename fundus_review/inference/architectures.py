@@ -15,16 +15,7 @@ from typing import Any
 
 from torch import nn
 
-
-def split_architecture(architecture: str) -> tuple[str, str]:
-    """'timm:resnet18' -> ('timm', 'resnet18'); 'pkg.mod:factory' -> ('pkg.mod', 'factory')."""
-    source, sep, name = architecture.partition(":")
-    if not sep or not source.strip() or not name.strip():
-        raise ValueError(
-            f"architecture {architecture!r} must look like 'timm:<name>', 'torchvision:<name>' "
-            "or 'package.module:factory'"
-        )
-    return source.strip(), name.strip()
+from fundus_review.inference.card import split_architecture
 
 
 def _suggest(name: str, known: list[str]) -> str:

@@ -25,147 +25,26 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-import tomllib
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from fundus_review.atomic import atomic_write_bytes
-from fundus_review.core.transform import POLICIES
 from fundus_review.errors import BundleError
-from fundus_review.inference.architectures import build_architecture, split_architecture
-from fundus_review.inference.toml_writer import dump_toml
-from fundus_review.inference.weights import (
+from fundus_review.inference.architectures import build_architecture
+from fundus_review.inference.card import (  # noqa: F401 - re-exported: the bundle's public API
+    CARD_FILE,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
     WEIGHT_SUFFIXES,
-    WeightsError,
-    file_sha256,
-    load_into,
-    read_weights,
+    WEIGHTS_FILE,
+    ModelCard,
+    read_card,
 )
-
-CARD_FILE = "model.toml"
-WEIGHTS_FILE = "model.safetensors"
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-MIN_INPUT, MAX_INPUT = 16, 4096
-_KNOWN_FIELDS = {
-    "name", "architecture", "classes", "input_size", "resize", "crop_pct",
-    "mean", "std", "target_layers", "weights", "description",
-}  # fmt: skip
-
-
-@dataclass
-class ModelCard:
-    name: str
-    architecture: str
-    classes: list[str]
-    input_size: tuple[int, int]  # (h, w)
-    resize: str = "resize"
-    crop_pct: float = 0.875
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    target_layers: list[str] = field(default_factory=list)
-    weights: str = WEIGHTS_FILE
-    description: str = ""
-    extra: dict = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        self.validate()
-
-    def validate(self) -> None:
-        """Normalise types and raise ValueError with the first problem found."""
-        if not isinstance(self.name, str) or not self.name.strip():
-            raise ValueError("`name` must be a non-empty string")
-        if not isinstance(self.architecture, str):
-            raise ValueError("`architecture` must be a string")
-        split_architecture(self.architecture)
-        classes = self.classes
-        if not isinstance(classes, list | tuple) or not classes:
-            raise ValueError("`classes` must be a non-empty list of class names")
-        if not all(isinstance(c, str) and c.strip() for c in classes):
-            raise ValueError("`classes` must contain non-empty strings")
-        if len(set(classes)) != len(classes):
-            raise ValueError(f"`classes` has duplicates: {list(classes)}")
-        self.classes = list(classes)
-        self.input_size = _input_size(self.input_size)
-        if self.resize not in POLICIES:
-            raise ValueError(f"`resize` is {self.resize!r}; expected one of {', '.join(POLICIES)}")
-        if not isinstance(self.crop_pct, int | float) or not 0.0 < self.crop_pct <= 1.0:
-            raise ValueError(f"`crop_pct` must be a number in (0, 1], got {self.crop_pct!r}")
-        self.crop_pct = float(self.crop_pct)
-        self.mean = _triple("mean", self.mean)
-        self.std = _triple("std", self.std)
-        if min(self.std) <= 0:
-            raise ValueError(f"`std` values must be > 0, got {list(self.std)}")
-        layers = [self.target_layers] if isinstance(self.target_layers, str) else self.target_layers
-        if not isinstance(layers, list | tuple) or not all(isinstance(t, str) for t in layers):
-            raise ValueError("`target_layers` must be a list of module paths")
-        self.target_layers = list(layers)
-        w = self.weights
-        if not isinstance(w, str) or not w or Path(w).is_absolute() or ".." in Path(w).parts:
-            raise ValueError(f"`weights` must be a file name inside the bundle, got {w!r}")
-        if not isinstance(self.description, str):
-            raise ValueError("`description` must be a string")
-        if not isinstance(self.extra, dict):
-            raise ValueError("`extra` must be a dict")
-
-    def to_dict(self) -> dict:
-        """The TOML document: known fields first, then the free-form extra tables/keys."""
-        doc = {
-            "name": self.name,
-            "architecture": self.architecture,
-            "classes": list(self.classes),
-            "input_size": list(self.input_size),
-            "resize": self.resize,
-            "crop_pct": self.crop_pct,
-            "mean": list(self.mean),
-            "std": list(self.std),
-            "target_layers": list(self.target_layers),
-            "weights": self.weights,
-            "description": self.description,
-        }
-        doc.update(self.extra)
-        return doc
-
-    @classmethod
-    def from_dict(cls, doc: dict, default_name: str = "model") -> ModelCard:
-        missing = [k for k in ("architecture", "classes", "input_size") if k not in doc]
-        if missing:
-            raise ValueError(f"missing required field(s): {', '.join(missing)}")
-        known = {f.name for f in fields(cls)} - {"extra"}
-        kwargs = {k: v for k, v in doc.items() if k in known}
-        kwargs.setdefault("name", default_name)
-        extra = {k: v for k, v in doc.items() if k not in known}
-        return cls(**kwargs, extra=extra)
-
-
-def _input_size(value: object) -> tuple[int, int]:
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = (value, value)
-    if (
-        not isinstance(value, list | tuple)
-        or len(value) != 2
-        or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)
-    ):
-        raise ValueError(f"`input_size` must be [height, width] in pixels, got {value!r}")
-    h, w = value
-    if not (MIN_INPUT <= h <= MAX_INPUT and MIN_INPUT <= w <= MAX_INPUT):
-        raise ValueError(
-            f"`input_size` {[h, w]} is not acceptable: each side must be {MIN_INPUT}..{MAX_INPUT}"
-        )
-    return int(h), int(w)
-
-
-def _triple(name: str, value: object) -> tuple[float, float, float]:
-    if (
-        not isinstance(value, list | tuple)
-        or len(value) != 3
-        or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
-    ):
-        raise ValueError(f"`{name}` must be three numbers (R, G, B), got {value!r}")
-    return (float(value[0]), float(value[1]), float(value[2]))
+from fundus_review.inference.toml_writer import dump_toml
+from fundus_review.inference.weights import WeightsError, file_sha256, load_into, read_weights
 
 
 @dataclass
@@ -230,36 +109,9 @@ class ModelBundle:
         )
 
 
-def _find_weights(folder: Path) -> str:
-    found = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in WEIGHT_SUFFIXES)
-    if WEIGHTS_FILE in found:
-        return WEIGHTS_FILE
-    if len(found) == 1:
-        return found[0]
-    what = f"several weight files ({', '.join(found)})" if found else "no weights file"
-    raise BundleError(f"bundle {folder}: the card names no `weights` and the folder has {what}")
-
-
 def load_bundle(path: str | os.PathLike) -> ModelBundle:
     """Read and check a bundle folder (or its model.toml). Raises BundleError."""
-    path = Path(path)
-    folder = path.parent if path.name == CARD_FILE else path
-    if not folder.is_dir():
-        raise BundleError(f"bundle {folder}: no such folder")
-    card_path = folder / CARD_FILE
-    if not card_path.is_file():
-        present = ", ".join(sorted(p.name for p in folder.iterdir())[:10]) or "nothing"
-        raise BundleError(f"bundle {folder}: no {CARD_FILE} (the folder holds: {present})")
-    try:
-        doc = tomllib.loads(card_path.read_text(encoding="utf-8"))
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{card_path}: invalid TOML: {exc}") from exc
-    if "weights" not in doc:
-        doc["weights"] = _find_weights(folder)
-    try:
-        card = ModelCard.from_dict(doc, default_name=folder.name)
-    except (ValueError, TypeError) as exc:
-        raise BundleError(f"{card_path}: {exc}") from exc
+    folder, card = read_card(path)
     weights_path = folder / card.weights
     if not weights_path.is_file():
         present = sorted(p.name for p in folder.iterdir() if p.suffix.lower() in WEIGHT_SUFFIXES)

@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from fundus_review.inference.architectures import find_head
+from fundus_review.inference.card import WEIGHT_SUFFIXES
 
-WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
 # Where training frameworks nest the network's state_dict inside a checkpoint.
 _NESTED_KEYS = ("state_dict", "model_state_dict", "model", "net", "network")
 # Wrappers that prefix every key: DataParallel/DDP and torch.compile.

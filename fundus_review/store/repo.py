@@ -4,8 +4,8 @@ Every function takes an open SQLAlchemy ``Session`` (from ``Database.session()``
 caller's ``with db.session()`` block is the transaction. ORM objects and plain integer ids are
 both accepted wherever a row is referenced, so objects kept from an earlier session still work.
 
-Datasets/images: get_or_create_dataset, list_datasets, upsert_image, get_image, dataset_images,
-    images_with_sha256, set_label, image_labels.
+Datasets/images: get_or_create_dataset, list_datasets, upsert_image, set_image_identity,
+    forget_unread_images, image_shape, get_image, dataset_images, images_with_sha256, set_label, image_labels.
 Reviewers and regions: get_or_create_reviewer, list_reviewers, add_annotation, update_annotation,
     replace_imported_mask, list_annotations, list_structures, soft_delete_annotation,
     restore_annotation, annotation_mask, structure_mask.
@@ -36,13 +36,16 @@ from fundus_review.store.repo_annotations import (
 )
 from fundus_review.store.repo_images import (
     dataset_images,
+    forget_unread_images,
     get_image,
     get_or_create_dataset,
     get_or_create_reviewer,
     image_labels,
+    image_shape,
     images_with_sha256,
     list_datasets,
     list_reviewers,
+    set_image_identity,
     set_label,
     upsert_image,
 )
@@ -63,6 +66,7 @@ from fundus_review.store.repo_results import (
 from fundus_review.store.repo_scores import delete_scores, list_scores, save_scores
 
 __all__ = [
+    "forget_unread_images",
     "Rasterizer",
     "ResultRow",
     "add_annotation",
@@ -80,6 +84,7 @@ __all__ = [
     "get_review_status",
     "heatmap_array",
     "image_labels",
+    "image_shape",
     "images_with_sha256",
     "iter_results",
     "list_annotations",
@@ -97,6 +102,7 @@ __all__ = [
     "save_prediction",
     "save_scores",
     "set_label",
+    "set_image_identity",
     "set_review_status",
     "set_verdict",
     "soft_delete_annotation",

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from fundus_review.errors import StoreError
 from fundus_review.store.codec import decode_mask, encode_mask
-from fundus_review.store.repo_images import _insert_or_fetch, get_by_id, ref_id
+from fundus_review.store.repo_images import _insert_or_fetch, get_by_id, image_shape, ref_id
 from fundus_review.store.repo_scores import delete_scores
 from fundus_review.store.schema import (
     ANNOTATION_KINDS,
@@ -37,7 +37,7 @@ def _encoded(img: Image, mask: np.ndarray | None) -> bytes | None:
     if mask is None:
         return None
     m = np.asarray(mask)
-    if m.shape != (img.height, img.width):
+    if m.shape != image_shape(img):
         raise ValueError(
             f"{img.rel_path}: mask is {m.shape[0]}x{m.shape[1]} but the image is "
             f"{img.height}x{img.width}"
@@ -208,7 +208,7 @@ def annotation_mask(annotation: Annotation, rasterize: Rasterizer | None = None)
             f"annotation {annotation.id} ({annotation.kind}) has no stored mask; "
             "pass a rasterize function for its geometry"
         )
-    shape = (annotation.image.height, annotation.image.width)
+    shape = image_shape(annotation.image)
     mask = np.asarray(rasterize(annotation.kind, annotation.geometry, shape), dtype=bool)
     if mask.shape != shape:
         raise StoreError(
@@ -232,7 +232,7 @@ def structure_mask(
     if not anns:
         return None
     img = get_by_id(s, Image, image)
-    out = np.zeros((img.height, img.width), dtype=bool)
+    out = np.zeros(image_shape(img), dtype=bool)
     for ann in anns:
         m = annotation_mask(ann, rasterize)
         if m.shape != out.shape:

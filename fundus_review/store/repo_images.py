@@ -68,18 +68,9 @@ def list_datasets(s: Session) -> list[Dataset]:
 def upsert_image(
     s: Session, dataset: Ref, rel_path: str, width: int, height: int, sha256: str
 ) -> Image:
-    """Insert or refresh the image at ``rel_path`` in ``dataset``.
-
-    When the file's content changed (new sha256), its predictions and heatmaps (and through them
-    their scores and verdicts) are deleted: they describe pixels that no longer exist. Annotations
-    are kept, because they are human work; a size change makes them fail loudly when used.
-    """
+    """Insert or refresh the image at ``rel_path`` in ``dataset`` (see `set_image_identity`)."""
     rel = normalize_rel_path(rel_path)
-    if width <= 0 or height <= 0:
-        raise ValueError(f"{rel}: image size must be positive, got {width}x{height}")
-    sha = sha256.lower()
-    if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
-        raise ValueError(f"{rel}: {sha256!r} is not a SHA-256 hex digest")
+    width, height, sha = _checked_identity(rel, width, height, sha256)
     ds_id = ref_id(dataset)
     query = select(Image).where(Image.dataset_id == ds_id, Image.rel_path == rel)
     img = s.scalar(query)
@@ -89,11 +80,52 @@ def upsert_image(
             Image(dataset_id=ds_id, rel_path=rel, width=width, height=height, sha256=sha),
             query,
         )
-    if img.sha256 != sha:
+    return set_image_identity(s, img, width, height, sha, img.file_stamp)
+
+
+def set_image_identity(
+    s: Session, image: Ref, width: int, height: int, sha256: str, file_stamp: str | None
+) -> Image:
+    """Record what the file of a stored image is: its size, content hash and stat stamp.
+
+    When the content changed (a different sha256 than before), its predictions and heatmaps (and
+    through them their scores and verdicts) are deleted: they describe pixels that no longer
+    exist. Annotations are kept, because they are human work; a size change makes them fail
+    loudly when used.
+    """
+    img = get_by_id(s, Image, image)
+    width, height, sha = _checked_identity(img.rel_path, width, height, sha256)
+    if img.sha256 is not None and img.sha256 != sha:
         s.execute(delete(Heatmap).where(Heatmap.image_id == img.id))
         s.execute(delete(Prediction).where(Prediction.image_id == img.id))
-    img.width, img.height, img.sha256 = int(width), int(height), sha
+    img.width, img.height, img.sha256, img.file_stamp = width, height, sha, file_stamp
     return img
+
+
+def image_shape(img: Image) -> tuple[int, int]:
+    """(height, width) of a stored image; StoreError while its file has not been read yet
+    (callers first run `fundus_review.identify.identify_images` on it)."""
+    if img.width is None or img.height is None:
+        raise StoreError(
+            f"{img.rel_path}: the size of this image is not known yet (its file has not been "
+            "read); open it in the viewer or register its folder again"
+        )
+    return img.height, img.width
+
+
+def forget_unread_images(s: Session, image_ids: list[int]) -> None:
+    """Remove listed images whose file could never be read (they carry no results)."""
+    if image_ids:
+        s.execute(delete(Image).where(Image.id.in_(image_ids), Image.sha256.is_(None)))
+
+
+def _checked_identity(rel: str, width: int, height: int, sha256: str) -> tuple[int, int, str]:
+    if width <= 0 or height <= 0:
+        raise ValueError(f"{rel}: image size must be positive, got {width}x{height}")
+    sha = sha256.lower()
+    if len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+        raise ValueError(f"{rel}: {sha256!r} is not a SHA-256 hex digest")
+    return int(width), int(height), sha
 
 
 def dataset_images(s: Session, dataset: Ref) -> list[Image]:

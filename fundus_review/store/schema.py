@@ -114,9 +114,13 @@ class Image(_Timestamps, Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
     rel_path: Mapped[str] = mapped_column(String(4096))
-    width: Mapped[int] = mapped_column(Integer)
-    height: Mapped[int] = mapped_column(Integer)
-    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    # Size and content hash are read in a background pass after the fast listing of a folder
+    # (fundus_review.importing): NULL until then. `file_stamp` is the file's stat (size, mtime,
+    # ctime, inode) when they were read: an unchanged stamp means the file need not be read again.
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    sha256: Mapped[str | None] = mapped_column(String(64), index=True)
+    file_stamp: Mapped[str | None] = mapped_column(String(96))
 
     dataset: Mapped[Dataset] = relationship(back_populates="images")
     labels: Mapped[list[Label]] = relationship(

@@ -111,7 +111,8 @@ def db_copy(analyzed_db, tmp_path) -> Path:
 
 
 def open_window(qtbot, db, dataset, bundle, settings):
-    """A shown MainWindow with all 6 rows listed and the first photo loaded."""
+    """A shown MainWindow with all 6 rows listed, their files read (masks imported) and the
+    first photo loaded."""
     from fundus_review.gui.main_window import MainWindow
 
     win = MainWindow(db=db, dataset=dataset, model=bundle, settings=settings)
@@ -119,4 +120,7 @@ def open_window(qtbot, db, dataset, bundle, settings):
     win.show()
     qtbot.waitUntil(lambda: win.browser.model.rowCount() == 6, timeout=30_000)
     qtbot.waitUntil(lambda: win.photo is not None, timeout=30_000)
+    qtbot.waitUntil(lambda: not win._registering, timeout=30_000)
+    # ... and what the end of the registration started (rows, overlays with the imported masks).
+    qtbot.waitUntil(lambda: win.tasks.pool.activeThreadCount() == 0, timeout=30_000)
     return win

@@ -155,6 +155,43 @@ def flat_dataset(tmp_path, gui_dataset):
     return root, extra
 
 
+def test_a_new_folder_is_listed_at_once_and_its_files_read_in_the_background(
+    qtbot, isolated, settings, gui_dataset, tiny_bundle
+):
+    """Opening never waits for every file to be read and hashed (minutes for 10,000 photos):
+    the rows come from the directory listing, an image shown before its turn is read on demand,
+    and the background read then completes the database and imports the masks."""
+    from sqlalchemy import func, select
+
+    from fundus_review.gui.main_window import MainWindow
+    from fundus_review.store.schema import Image
+
+    win = MainWindow(db=isolated / "new.db", dataset=gui_dataset, model=tiny_bundle,
+                     settings=settings)  # fmt: skip
+    qtbot.addWidget(win)
+    with qtbot.waitSignal(win.rows_loaded, timeout=30_000):
+        win.show()
+    db = win.session.db
+
+    def unread() -> int:
+        with db.session(read_only=True) as s:
+            return s.scalar(select(func.count()).where(Image.sha256.is_(None)))
+
+    assert win.browser.model.rowCount() == 6
+    assert unread() >= 5  # listed, not read: the read starts after the rows are shown
+    qtbot.waitUntil(lambda: win.photo is not None, timeout=30_000)
+    assert win.photo[0].width == 128 and win.photo[0].height == 96  # read when it was shown
+
+    qtbot.waitUntil(lambda: not win._registering, timeout=30_000)
+    assert unread() == 0
+    assert "dataset registered, 6 expert mask(s) imported" in win.status_text.text()
+    qtbot.waitUntil(
+        lambda: all(r.structures == {"optic_disc"} for r in win.browser.model.state.rows),
+        timeout=20_000,
+    )
+    win.close()
+
+
 def test_attach_labels_csv_and_masks_folder_from_the_menu(
     qtbot, isolated, settings, flat_dataset, tiny_bundle
 ):

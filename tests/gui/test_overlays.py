@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 from PIL import Image
 
@@ -33,17 +35,23 @@ def test_structure_colours_are_stable_and_distinct_for_the_usual_ones():
     assert structure_color("my_lesion") == structure_color("my_lesion")
 
 
-def test_thumbnail_is_made_once_and_keyed_by_content(tmp_path):
+def test_thumbnail_is_made_once_and_remade_when_the_file_changes(tmp_path):
     src = tmp_path / "a.png"
     Image.fromarray(np.full((300, 400, 3), 120, np.uint8)).save(src)
-    sha = "ab" * 32
-    path = make_thumbnail(src, sha, 64, root=tmp_path / "cache")
-    assert path == thumbnail_path(sha, 64, root=tmp_path / "cache")
+    cache = tmp_path / "cache"
+    path = make_thumbnail(src, 64, root=cache)
+    assert path == thumbnail_path(src, 64, root=cache)
     with Image.open(path) as im:
         assert im.size == (64, 48)
     mtime = path.stat().st_mtime_ns
-    src.unlink()  # a cache hit must not need the source any more
-    assert make_thumbnail(src, sha, 64, root=tmp_path / "cache").stat().st_mtime_ns == mtime
+    assert make_thumbnail(src, 64, root=cache).stat().st_mtime_ns == mtime  # a cache hit
+
+    Image.fromarray(np.full((200, 200, 3), 30, np.uint8)).save(src)  # the file is replaced
+    os.utime(src, ns=(mtime + 10**9, mtime + 10**9))
+    again = make_thumbnail(src, 64, root=cache)
+    assert again != path
+    with Image.open(again) as im:
+        assert im.size == (64, 64)
 
 
 def test_pyramid_levels_halve_with_area_averaging():

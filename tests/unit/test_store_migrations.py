@@ -20,18 +20,18 @@ from fundus_review.errors import StoreError
 from fundus_review.store import open_database, repo
 from fundus_review.store.db import MIGRATIONS_DIR, table_names
 from fundus_review.store.migrate import alembic_config, migrate_to_head
-from fundus_review.store.schema import Annotation, Base, Label
+from fundus_review.store.schema import Annotation, Base, Image, Label
 
 # A realistic second revision: a change to `images` that SQLite can only make by copying the
 # table and dropping the old one (what any ALTER COLUMN needs; forced here with
 # recreate="always") -- and `images` is the parent of labels/annotations/heatmaps with ON DELETE
 # CASCADE. Written the way the migrations README says (about five lines of real code).
-REVISION_0002 = """
+REVISION_0003 = """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
+revision = "0003"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 
@@ -59,15 +59,15 @@ def test_every_orm_table_exists_after_migration(tmp_path: Path) -> None:
         assert set(Base.metadata.tables) | {"alembic_version"} == set(table_names(db))
 
 
-def _migrations_with_0002(tmp_path: Path) -> Path:
+def _migrations_with_0003(tmp_path: Path) -> Path:
     mdir = tmp_path / "migrations"
     shutil.copytree(MIGRATIONS_DIR, mdir, ignore=shutil.ignore_patterns("__pycache__"))
-    (mdir / "versions" / "0002_image_quality.py").write_text(REVISION_0002, encoding="utf-8")
+    (mdir / "versions" / "0003_image_quality.py").write_text(REVISION_0003, encoding="utf-8")
     return mdir
 
 
 def test_old_revision_database_upgrades_keeping_every_row(tmp_path: Path) -> None:
-    mdir = _migrations_with_0002(tmp_path)
+    mdir = _migrations_with_0003(tmp_path)
     path = tmp_path / "old.db"
     # A database as the released 0001 version left it, with an image and its child rows.
     db = open_database(path)
@@ -81,7 +81,7 @@ def test_old_revision_database_upgrades_keeping_every_row(tmp_path: Path) -> Non
 
     with open_database(path, migrations_dir=mdir) as db:
         with db.session() as s:
-            assert s.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+            assert s.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
             cols = {c["name"] for c in inspect(s.connection()).get_columns("images")}
             assert "quality" in cols
             # The table copy did not cascade-delete the children of `images`.
@@ -91,21 +91,21 @@ def test_old_revision_database_upgrades_keeping_every_row(tmp_path: Path) -> Non
             assert s.execute(text("PRAGMA foreign_keys")).scalar() == 1  # back on afterwards
             assert s.execute(text("PRAGMA foreign_key_check")).fetchall() == []
 
-    # This version of fundus-review (which knows only 0001) now refuses the upgraded file.
-    with pytest.raises(StoreError, match="'0002'.*newer"):
+    # This version of fundus-review (which knows only up to 0002) now refuses the upgraded file.
+    with pytest.raises(StoreError, match="'0003'.*newer"):
         open_database(path)
 
 
 def test_upgrade_from_an_explicit_older_target(tmp_path: Path) -> None:
-    mdir = _migrations_with_0002(tmp_path)
+    mdir = _migrations_with_0003(tmp_path)
     db = open_database(tmp_path / "step.db", migrations_dir=MIGRATIONS_DIR)
     try:
-        migrate_to_head(db.engine, "step.db", mdir, target="0001")  # already there: no-op
-        with db.engine.connect() as conn:
-            assert MigrationContext.configure(conn).get_current_revision() == "0001"
-        migrate_to_head(db.engine, "step.db", mdir)
+        migrate_to_head(db.engine, "step.db", mdir, target="0002")  # already there: no-op
         with db.engine.connect() as conn:
             assert MigrationContext.configure(conn).get_current_revision() == "0002"
+        migrate_to_head(db.engine, "step.db", mdir)
+        with db.engine.connect() as conn:
+            assert MigrationContext.configure(conn).get_current_revision() == "0003"
     finally:
         db.close()
 
@@ -138,7 +138,52 @@ def test_concurrent_first_opens_of_a_new_file_both_succeed(tmp_path: Path) -> No
         t.join(timeout=60)
     assert errors == []
     with open_database(path) as db, db.engine.connect() as conn:
-        assert MigrationContext.configure(conn).get_current_revision() == "0001"
+        assert MigrationContext.configure(conn).get_current_revision() == "0002"
+
+
+def test_a_0001_database_upgrades_to_deferred_image_identity_keeping_its_rows(
+    tmp_path: Path,
+) -> None:
+    """The first real schema change (0002: width/height/sha256 nullable, file_stamp added)
+    rebuilds `images`, the parent of labels, annotations and heatmaps."""
+    from sqlalchemy import create_engine
+
+    path = tmp_path / "v1.db"
+    engine = create_engine(f"sqlite:///{path}")
+    migrate_to_head(engine, "v1.db", MIGRATIONS_DIR, target="0001")
+    sha = hashlib.sha256(b"a").hexdigest()
+    with engine.begin() as conn:
+        conn.execute(text("PRAGMA foreign_keys = ON"))
+        conn.execute(
+            text("INSERT INTO datasets (id, name, root, created_at) VALUES (1, 'd', '/d', :t)"),
+            {"t": "2026-01-01 00:00:00"},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO images (id, dataset_id, rel_path, width, height, sha256, created_at,"
+                " updated_at) VALUES (1, 1, 'a.png', 4, 3, :sha, :t, :t)"
+            ),
+            {"sha": sha, "t": "2026-01-01 00:00:00"},
+        )
+        conn.execute(
+            text(
+                "INSERT INTO labels (id, image_id, value, source, created_at, updated_at)"
+                " VALUES (1, 1, 'glaucoma', 'folders', :t, :t)"
+            ),
+            {"t": "2026-01-01 00:00:00"},
+        )
+    engine.dispose()
+
+    with open_database(path) as db, db.session() as s:
+        assert s.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+        row = s.execute(text("SELECT width, height, sha256, file_stamp FROM images")).one()
+        assert tuple(row) == (4, 3, sha, None)
+        assert s.scalar(select(Label.value)) == "glaucoma"
+        # A listed-but-unread image is now a valid row.
+        ds = repo.get_or_create_dataset(s, "/d")
+        s.add(Image(dataset_id=ds.id, rel_path="b.png"))
+        s.flush()
+        assert s.execute(text("PRAGMA foreign_key_check")).fetchall() == []
 
 
 def test_migrations_render_for_postgresql() -> None:

@@ -27,6 +27,7 @@ from fundus_review.gui.annotate.strokes import Stroke
 from fundus_review.gui.annotate.surface import BrushCursor, DrawSurface
 from fundus_review.gui.annotate.tools import ToolHandlers
 from fundus_review.labelsets import LabelSet, StructureDef, load_label_set
+from fundus_review.store import repo
 from fundus_review.store.db import Database
 from fundus_review.store.schema import Image
 
@@ -104,7 +105,7 @@ class AnnotationController(ToolHandlers, QObject):
                 img = s.get(Image, image_id)
                 if img is None:
                     raise FundusReviewError(f"image {image_id} is not in {self.db.display_name}")
-                image_shape = (img.height, img.width)
+                image_shape = repo.image_shape(img)
         self.image_shape = (int(image_shape[0]), int(image_shape[1]))
         self._setup_items()
         self._make_editor()
