@@ -10,24 +10,12 @@ import sys
 from pathlib import Path
 
 from fundus_review import __version__
+from fundus_review.cli_args import add_db_option, db_of
 from fundus_review.errors import FundusReviewError
-from fundus_review.paths import default_db
 
 
 def _csv_list(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
-
-
-def _add_db(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--db",
-        default=None,
-        help=f"SQLite file or SQLAlchemy URL (default: {default_db()})",
-    )
-
-
-def _db_of(args: argparse.Namespace) -> str:
-    return args.db or str(default_db())
 
 
 def _add_labels(p: argparse.ArgumentParser) -> None:
@@ -47,7 +35,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         dataset=args.dataset,
         bundle=args.model,
         methods=_csv_list(args.method),
-        db=_db_of(args),
+        db=db_of(args),
         layers=_csv_list(args.layer) if args.layer else None,
         target=args.target,
         labels_csv=args.labels,
@@ -87,7 +75,7 @@ def _analyze_parser(sub: argparse._SubParsersAction) -> None:
         help="expert masks folder masks/<structure>/<stem>.png (default: <dataset>/masks)",
     )
     p.add_argument("--reviewer", default="reference", help="reviewer name for imported masks")
-    _add_db(p)
+    add_db_option(p)
     p.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--force", action="store_true", help="recompute results already stored")
@@ -100,7 +88,7 @@ def cmd_import_masks(args: argparse.Namespace) -> int:
     from fundus_review.importing import import_masks, register_dataset
     from fundus_review.store.db import open_database
 
-    db = open_database(_db_of(args))
+    db = open_database(db_of(args))
     try:
         registered = register_dataset(
             db, args.dataset, args.labels, args.filename_column, args.label_column
@@ -111,7 +99,7 @@ def cmd_import_masks(args: argparse.Namespace) -> int:
     per = ", ".join(f"{k}: {v}" for k, v in sorted(summary.structures.items())) or "none"
     print(
         f"Imported {summary.imported} masks for {summary.images_with_masks} images "
-        f"as reviewer {args.reviewer!r} ({per}) into {_db_of(args)}"
+        f"as reviewer {args.reviewer!r} ({per}) into {db_of(args)}"
     )
     for stem in summary.unmatched:
         print(f"  no image for mask stem {stem!r}", file=sys.stderr)
@@ -126,7 +114,7 @@ def _import_masks_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("masks_dir", type=Path)
     p.add_argument("--reviewer", default="reference")
     _add_labels(p)
-    _add_db(p)
+    add_db_option(p)
     p.set_defaults(func=cmd_import_masks)
 
 

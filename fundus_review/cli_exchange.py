@@ -10,18 +10,12 @@ import argparse
 import sys
 from pathlib import Path
 
+from fundus_review.cli_args import add_db_option, db_of
 from fundus_review.errors import FundusReviewError
-from fundus_review.paths import default_db
 
 
 def _csv_list(text: str) -> list[str]:
     return [part.strip() for part in text.split(",") if part.strip()]
-
-
-def _db_arg(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--db", default=None, help=f"SQLite file or SQLAlchemy URL (default: {default_db()})"
-    )
 
 
 def _filters(p: argparse.ArgumentParser, structures: bool = True) -> None:
@@ -34,7 +28,7 @@ def _filters(p: argparse.ArgumentParser, structures: bool = True) -> None:
 def _open(args: argparse.Namespace):  # noqa: ANN202 - a store.Database
     from fundus_review.store.db import open_database
 
-    return open_database(args.db or str(default_db()))
+    return open_database(db_of(args))
 
 
 def _selection(args: argparse.Namespace):  # noqa: ANN202 - an exchange.selection.Selection
@@ -127,7 +121,7 @@ def add_exchange_parsers(sub: argparse._SubParsersAction) -> None:
                    help="flat: <out>/<structure>/<stem>.png (one reviewer); by-reviewer: "
                         "<out>/<reviewer>/<structure>/<stem>.png; auto: flat for one reviewer")  # fmt: skip
     _filters(q)
-    _db_arg(q)
+    add_db_option(q)
     q.set_defaults(func=cmd_export_masks)
 
     q = esub.add_parser("coco", help="COCO instance-segmentation JSON (polygons and RLE)")
@@ -136,13 +130,13 @@ def add_exchange_parsers(sub: argparse._SubParsersAction) -> None:
                    help="auto: drawn polygons/ellipses as polygons, other regions as exact RLE; "
                         "rle: everything as exact RLE; polygon: everything as polygons")  # fmt: skip
     _filters(q)
-    _db_arg(q)
+    add_db_option(q)
     q.set_defaults(func=cmd_export_coco)
 
     q = esub.add_parser("verdicts", help="CSV of the reviewers' verdicts on heatmaps")
     q.add_argument("out", type=Path, help="output .csv file")
     _filters(q, structures=False)
-    _db_arg(q)
+    add_db_option(q)
     q.set_defaults(func=cmd_export_verdicts)
 
     p = sub.add_parser("import-labelme", help="import labelme JSON annotations as expert regions")
@@ -154,5 +148,5 @@ def add_exchange_parsers(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--labels", type=Path, help="CSV of image labels (as for analyze)")
     p.add_argument("--filename-column")
     p.add_argument("--label-column")
-    _db_arg(p)
+    add_db_option(p)
     p.set_defaults(func=cmd_import_labelme)

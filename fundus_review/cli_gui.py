@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from fundus_review.cli_args import add_db_option
+
 
 def launch_gui(
     dataset: str | Path | None = None, db: str | Path | None = None, model: str | Path | None = None
@@ -26,11 +28,6 @@ def add_gui_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "dataset", nargs="?", type=Path, help="dataset folder to open (default: the last one)"
     )
-    p.add_argument(
-        "--db",
-        default=None,
-        help="SQLite file or SQLAlchemy URL (default: the last one, "
-        "else the user's default database)",
-    )
+    add_db_option(p, default="the last one, else the user's default database")
     p.add_argument("--model", type=Path, default=None, help="model bundle folder to select")
     p.set_defaults(func=cmd_gui)

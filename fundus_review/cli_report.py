@@ -11,6 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from fundus_review.cli_args import add_db_option, db_of
 from fundus_review.errors import FundusReviewError
 
 
@@ -43,10 +44,9 @@ def _repeatable(values: list[str] | None) -> list[str] | None:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from fundus_review.paths import default_db
     from fundus_review.report import write_report
 
-    db = args.db or str(default_db())
+    db = db_of(args)
     say = (lambda _m: None) if args.quiet else (lambda m: print(f"  {m} ...", file=sys.stderr))
     result = write_report(
         db,
@@ -83,7 +83,7 @@ def add_report_parser(sub: argparse._SubParsersAction) -> None:
         "scored yet) and write report.html, report.pdf, scores.csv, aggregates.csv, "
         "reviewer_agreement.csv and report.json into --out.",
     )
-    p.add_argument("--db", default=None, help="SQLite file or SQLAlchemy URL (default: the app's)")
+    add_db_option(p)
     p.add_argument("--out", required=True, type=Path, help="folder to write the report into")
     p.add_argument("--dataset", action="append", help="dataset name, folder or id (repeatable)")
     p.add_argument("--model", action="append", help="model name or weights sha256 (repeatable)")
@@ -113,11 +113,10 @@ def add_report_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from fundus_review.paths import default_db
     from fundus_review.scoring import score_database
     from fundus_review.store.db import open_database
 
-    db_arg = args.db or str(default_db())
+    db_arg = db_of(args)
     if "://" not in db_arg and not Path(db_arg).expanduser().is_file():
         raise FundusReviewError(f"{db_arg}: no such database file")
 
@@ -153,7 +152,7 @@ def add_score_parser(sub: argparse._SubParsersAction) -> None:
         "score",
         help="score stored heatmaps against the expert regions (the report does this too)",
     )
-    p.add_argument("--db", default=None, help="SQLite file or SQLAlchemy URL (default: the app's)")
+    add_db_option(p)
     p.add_argument("--dataset", action="append", help="dataset name, folder or id (repeatable)")
     p.add_argument("--model", action="append", help="model name or weights sha256 (repeatable)")
     p.add_argument("--method", action="append", help="CAM method(s)")
