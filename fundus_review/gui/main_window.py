@@ -205,10 +205,10 @@ class MainWindow(OpenMixin, JobsMixin, AnnotateMixin, QMainWindow):
         self._closing.set()
         # Results are committed per batch: stopping after the current one loses nothing finished.
         self.jobs.shutdown()
-        self.tasks.wait(10000)
-        self.browser.model.loader.wait(10000)
+        self.tasks.shutdown(10000)
+        self.browser.model.loader.shutdown(10000)
         # A thread still importing torch when Python exits dies mid-import (Qt reports it).
-        self._startup.wait(30000)
+        self._startup.shutdown(30000)
         super().closeEvent(event)
 
     # ------------------------------------------------------------------------------ errors

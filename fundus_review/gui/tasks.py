@@ -63,6 +63,7 @@ class TaskRunner(QObject):
         self._ids = itertools.count(1)
         self._callbacks: dict[int, tuple[Callable, Callable | None, str | None]] = {}
         self._latest: dict[str, int] = {}
+        self._closed = False
 
     def submit(
         self,
@@ -73,6 +74,8 @@ class TaskRunner(QObject):
         priority: int = 0,
     ) -> int:
         task_id = next(self._ids)
+        if self._closed:
+            return task_id  # the window is closing: nobody would receive the result
         self._callbacks[task_id] = (on_done, on_error, key)
         if key is not None:
             self._latest[key] = task_id
@@ -102,4 +105,14 @@ class TaskRunner(QObject):
             self.error.emit(exc)
 
     def wait(self, msecs: int = 30000) -> bool:
+        return self.pool.waitForDone(msecs)
+
+    def shutdown(self, msecs: int = 30000) -> bool:
+        """Refuse new tasks, drop queued ones and wait for the running ones.
+
+        Called when the window closes: the pool must be idle before Qt destroys it, because its
+        destructor waits for running tasks while holding the GIL those tasks need (a deadlock).
+        """
+        self._closed = True
+        self.pool.clear()
         return self.pool.waitForDone(msecs)
