@@ -14,7 +14,7 @@ image (path + reason) and never stops the run. Qt-free and torch-free.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from itertools import combinations
 from pathlib import Path
@@ -168,11 +168,13 @@ def score_database(
     params: ScoringParams | None = None,
     fov_cache: FovCache | None = None,
     rasterize: repo.Rasterizer | None = None,
+    image_ids: Collection[int] | None = None,
 ) -> ScoringSummary:
     """Score every selected heatmap against every expert mask on its image; returns a summary.
 
     ``dataset_id``/``model`` take ids or names (several allowed); ``structures``/``reviewers``
-    restrict the masks used. ``force`` recomputes stored scores. ``progress(done, total)`` is
+    restrict the masks used; ``image_ids`` the images (the GUI rescores only the image whose
+    regions were edited). ``force`` recomputes stored scores. ``progress(done, total)`` is
     called after each image. ``rasterize`` turns drawn shapes that have no stored raster into
     masks (default: ``core.geometry.rasterize``; drawn regions normally store their raster). Problems are reported per image (and per
     mask or heatmap where only that one is unusable); the run always goes on.
@@ -188,7 +190,7 @@ def score_database(
     )
     summary = ScoringSummary()
     with db.session(read_only=True) as s:
-        rows = select_results(s, dataset_id, model, methods)
+        rows = select_results(s, dataset_id, model, methods, image_ids)
         roots = {d.id: Path(d.root) for d in repo.list_datasets(s)}
     by_image: dict[int, list[ResultRow]] = {}
     for r in rows:

@@ -6,7 +6,7 @@ filters (ids, names, dataset folders, weight hashes) the same way and fail with 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +73,7 @@ def select_results(
     dataset: Ref | Sequence[Ref] | None = None,
     models: Ref | Sequence[Ref] | None = None,
     methods: Sequence[str] | None = None,
+    image_ids: Collection[int] | None = None,
 ) -> list[ResultRow]:
     """The stored heatmaps matching the filters, in ``repo.iter_results`` order."""
     ds_ids = resolve_dataset_ids(s, dataset)
@@ -80,7 +81,7 @@ def select_results(
     wanted_methods = {m.strip().lower() for m in methods} if methods else None
     rows = [
         r
-        for r in repo.iter_results(s)
+        for r in repo.iter_results(s, image_ids=image_ids)
         if (ds_ids is None or r.dataset_id in ds_ids)
         and (model_ids is None or r.model_id in model_ids)
         and (wanted_methods is None or r.method in wanted_methods)

@@ -92,6 +92,7 @@ class AnnotateMixin:
         self._rescore_timer.setInterval(RESCORE_DELAY_MS)
         self._rescore_timer.timeout.connect(self._rescore)
         self._rescoring = self._rescore_again = False
+        self._rescore_ids: set[int] = set()  # images whose regions changed since the last scoring
 
     def _fill_edit_menu(self, menu: QMenu) -> None:
         acts = self.annot_actions
@@ -196,6 +197,8 @@ class AnnotateMixin:
         self.refresh_rows()
         if regions:
             self.reload_overlays()
+            if self.annot.image_id is not None:
+                self._rescore_ids.add(self.annot.image_id)
             self._rescore_timer.start()
 
     def _rescore(self) -> None:
@@ -205,10 +208,13 @@ class AnnotateMixin:
         if self._rescoring:
             self._rescore_again = True
             return
+        if not self._rescore_ids:
+            return
         self._rescoring = True
         db, dataset_id = self.session.db, self.session.dataset_id
+        ids, self._rescore_ids = sorted(self._rescore_ids), set()
         self.tasks.submit(
-            lambda: score_dataset(db, dataset_id, None),
+            lambda: score_dataset(db, dataset_id, None, ids),
             self._rescored,
             self._rescore_failed,
             key="rescoring",
@@ -222,5 +228,6 @@ class AnnotateMixin:
             self._rescore()
 
     def _rescore_failed(self, exc: BaseException) -> None:
-        self._rescoring = self._rescore_again = False
+        self._rescoring = self._rescore_again = False  # the next edit scores its image again
+        self._rescore_ids: set[int] = set()  # images whose regions changed since the last scoring
         self.show_error(exc)

@@ -18,8 +18,9 @@ from fundus_review.errors import FundusReviewError
 ROW_REFRESH_S = 2.0  # while a job runs, new predictions reach the browser this often
 
 
-def score_dataset(db, dataset_id: int, model_id: int | None):
-    """Scores of every stored heatmap of the dataset (and model) against every expert mask.
+def score_dataset(db, dataset_id: int, model_id: int | None, image_ids=None):  # noqa: ANN001
+    """Scores of every stored heatmap of the dataset (and model; or of `image_ids` only)
+    against every expert mask.
 
     The same function as `fundus-review score`/the report; already stored scores are skipped,
     so running it after every job costs only the new heatmaps. Runs on a pool thread.
@@ -30,7 +31,11 @@ def score_dataset(db, dataset_id: int, model_id: int | None):
 
     # The viewer's FOV cache, so a photo already shown is not segmented again.
     return score_database(
-        db, dataset_id=dataset_id, model=model_id, fov_cache=FovCache(cache_dir() / "fov")
+        db,
+        dataset_id=dataset_id,
+        model=model_id,
+        fov_cache=FovCache(cache_dir() / "fov"),
+        image_ids=image_ids,
     )
 
 

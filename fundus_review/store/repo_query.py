@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,6 +64,7 @@ def iter_results(
     model: object | None = None,
     method: str | None = None,
     label_source: str | None = None,
+    image_ids: Collection[int] | None = None,
 ) -> Iterator[ResultRow]:
     """Every stored heatmap that has its prediction, joined with image, labels and recipe.
 
@@ -107,6 +108,8 @@ def iter_results(
         q = q.where(CamRun.model_id == ref_id(model))
     if method is not None:
         q = q.where(CamRun.method == method.strip().lower())
+    if image_ids is not None:
+        q = q.where(Image.id.in_(sorted({int(i) for i in image_ids})))
     rows = s.execute(q).all()
     for start in range(0, len(rows), _BATCH):
         batch = rows[start : start + _BATCH]

@@ -239,6 +239,15 @@ def test_filters_restrict_what_is_scored(db: Database, world: dict, cache) -> No
         score_database(db, model="nope", fov_cache=cache)
 
 
+def test_image_filter_scores_only_those_images(db: Database, world: dict, cache) -> None:
+    """What the GUI does after an edit: rescoring one image must not walk the whole dataset."""
+    a, b = world["ids"]["a"], world["ids"]["b"]
+    summary = score_database(db, params=PARAMS, fov_cache=cache, image_ids=[b])
+    assert (summary.images, summary.heatmaps, summary.scored) == (1, 2, 2)
+    assert stored(db, a, world["runs"]["gradcam"]) == {}
+    assert stored(db, b, world["runs"]["gradcam"])["energy_in_mask"] == pytest.approx(5 / 6)
+
+
 def test_missing_image_file_is_reported_and_the_run_goes_on(
     db: Database, world: dict, cache
 ) -> None:
