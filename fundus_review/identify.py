@@ -58,13 +58,6 @@ def identify_images(
     return problems
 
 
-def identify_dataset(db: Database, dataset_id: int) -> list[tuple[str, str]]:
-    """`identify_images` for every image of a dataset (exports that list all their sizes)."""
-    with db.session(read_only=True) as s:
-        ids = list(s.scalars(select(Image.id).where(Image.dataset_id == dataset_id)))
-    return identify_images(db, ids)
-
-
 def _identify_chunk(db: Database, ids: list[int]) -> list[tuple[str, str]]:
     with db.session(read_only=True) as s:
         rows = s.execute(

@@ -73,7 +73,8 @@ def register_dataset(
     )
     reg = RegisteredDataset(dataset_id, Path(scan.root), scan, image_ids, problems, unread)
     if identify:
-        wanted = unread if only is None else [i for i in unread if i in set(only)]
+        allowed = None if only is None else set(only)
+        wanted = unread if allowed is None else [i for i in unread if i in allowed]
         reg.problems += identify_images(db, wanted, progress, cancel)
         # Read = stamped with the stamp just listed (a file that failed keeps its old stamp, a
         # cancelled pass leaves the rest unread).
@@ -143,7 +144,7 @@ def _record_listing(
 
 def _insert_listed(
     s: Session, dataset_id: int, fresh: list[str]
-) -> dict[str, tuple[int, None, None]]:
+) -> dict[str, tuple[int, str | None, str | None]]:
     """Insert never-seen images in one executemany (10,000 single inserts take seconds). If
     another writer inserted some of them first, fall back to one savepoint per image."""
     now = utcnow()
