@@ -9,7 +9,8 @@ MainWindow (offscreen unless DISPLAY is set):
   reopen       the same database and dataset in a new window, until the list shows N rows
   thumbnails   after reopen, until every row on the first screen has its thumbnail
   rescan       the background re-registration that follows every open (new or changed files)
-and the longest gap of a 10 ms UI-thread timer during each phase (what a user feels as a freeze).
+and the longest gap of a 10 ms UI-thread timer during each phase once the window is shown (what a
+user feels as a freeze; building the window comes before it and is reported on its own).
 The target is "about a second" until the reviewer sees the list, first open or not.
 """
 
@@ -131,6 +132,8 @@ def main() -> int:
     first_done: list[int] = []
     win.registered.connect(first_done.append)
     win.show()
+    first_built = time.perf_counter() - t0
+    gaps.reset()  # the constructor itself runs before the window is on screen
     wait_until(app, lambda: full(win), 600)
     first_total = time.perf_counter() - t0
     wait_until(app, lambda: visible_rows_have_thumbnails(win), 120)
@@ -149,6 +152,8 @@ def main() -> int:
     rescans: list[int] = []
     win.registered.connect(rescans.append)
     win.show()
+    reopen_built = time.perf_counter() - t0
+    gaps.reset()
     reopen = wait_until(app, lambda: full(win), 120)
     reopen_total = time.perf_counter() - t0
     thumbs = wait_until(app, lambda: visible_rows_have_thumbnails(win), 120)
@@ -161,6 +166,7 @@ def main() -> int:
     win.close()
 
     print(f"\n{args.n} images, platform {app.platformName()}, {os.cpu_count()} CPU(s)")
+    print(f"first open, window built and shown (new database): {first_built:7.2f} s")
     print(f"first open until the list shows all rows: {first_total:7.2f} s")
     print(
         f"  ... until the first screen of thumbnails: {first_thumbs:7.2f} s"
@@ -174,6 +180,7 @@ def main() -> int:
         f"  => the list appears {first_read / first_total:.1f}x sooner than if opening waited"
         " for every file to be read"
     )
+    print(f"reopen, window built and shown: {reopen_built:7.2f} s")
     print(f"reopen until the list shows all rows: {reopen_total:7.2f} s")
     print(
         f"  ... until the first screen of thumbnails: {thumbs_total:7.2f} s"

@@ -33,6 +33,7 @@ class RegisteredDataset:
     image_ids: dict[str, int]  # rel_path -> image id (unreadable files excluded once read)
     problems: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     unread: list[int] = field(default_factory=list)  # ids whose size and hash are still to read
+    changed: bool = True  # whether the listing added images or changed labels
 
 
 def register_dataset(
@@ -68,10 +69,10 @@ def register_dataset(
         except OSError as exc:
             problems.append((str(rec.path), f"cannot read file: {exc.strerror or exc}"))
     labels = {rec.rel_path: rec.label for rec in scan.records if rec.rel_path in stamps}
-    dataset_id, image_ids, unread = _record_listing(
+    dataset_id, image_ids, unread, changed = _record_listing(
         db, scan.root, stamps, labels, scan.label_source
     )
-    reg = RegisteredDataset(dataset_id, Path(scan.root), scan, image_ids, problems, unread)
+    reg = RegisteredDataset(dataset_id, Path(scan.root), scan, image_ids, problems, unread, changed)
     if identify:
         allowed = None if only is None else set(only)
         wanted = unread if allowed is None else [i for i in unread if i in allowed]
@@ -95,10 +96,11 @@ def register_dataset(
 
 def _record_listing(
     db: Database, root: Path, stamps: dict[str, str], labels: dict[str, str | None], source: str
-) -> tuple[int, dict[str, int], list[int]]:
+) -> tuple[int, dict[str, int], list[int], bool]:
     """Insert the never-seen files (size and hash unknown), update labels; one transaction.
 
-    Returns (dataset id, rel_path -> image id, ids to read: new, never read, or changed)."""
+    Returns (dataset id, rel_path -> image id, ids to read: new, never read, or changed,
+    whether rows were added or labels changed)."""
     with db.session() as s:
         dataset_id = repo.get_or_create_dataset(s, root).id
         stored = {
@@ -126,12 +128,14 @@ def _record_listing(
             ).all()
         )
         new_labels = []
+        relabelled = False
         for rel, label in labels.items():
             image_id = image_ids[rel]
             if label is None or current.get(image_id) == str(label):
                 continue
             if image_id in current:
                 repo.set_label(s, image_id, label, source)
+                relabelled = True
             else:
                 new_labels.append({"image_id": image_id, "value": str(label), "source": source})
         if new_labels:
@@ -139,7 +143,7 @@ def _record_listing(
             for row in new_labels:
                 row["created_at"] = row["updated_at"] = now
             s.connection().execute(insert(Label.__table__), new_labels)
-    return dataset_id, image_ids, unread
+    return dataset_id, image_ids, unread, bool(fresh or new_labels or relabelled)
 
 
 def _insert_listed(

@@ -7,8 +7,6 @@ arrive from a thread pool (cached on disk), after which only that row is repaint
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from PySide6.QtCore import (
     QAbstractListModel,
     QModelIndex,
@@ -36,7 +34,7 @@ class BrowserModel(QAbstractListModel):
     def __init__(self, parent=None) -> None:
         super().__init__(parent)
         self.state = BrowserState()
-        self.files: dict[int, tuple[Path, str | None]] = {}
+        self.files: dict[int, tuple[str, str | None]] = {}
         self.thumbs: dict[int, QPixmap] = {}
         self._pending: set[int] = set()
         self._failed: set[int] = set()
@@ -48,7 +46,7 @@ class BrowserModel(QAbstractListModel):
     def set_rows(
         self,
         rows: list[BrowseRow],
-        files: dict[int, tuple[Path, str | None]] | None = None,
+        files: dict[int, tuple[str, str | None]] | None = None,
         keep_view: bool = False,
     ) -> None:
         """New rows (filter and sort kept). Thumbnails of unchanged files are kept.

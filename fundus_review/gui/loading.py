@@ -91,9 +91,9 @@ class Session:
         masks_dir: Path | None = None,
         progress: Progress | None = None,
         cancel: Callable[[], bool] | None = None,
-    ) -> tuple[int, list, int]:
+    ) -> tuple[int, list, int, int]:
         """Read the new and changed files (size, content hash), then import masks; returns
-        (dataset id, problems, masks imported).
+        (dataset id, problems, masks imported, files read or checked).
 
         Masks come from `masks_dir` (attached from the menu), else from <folder>/masks until one
         import of them succeeded: re-reading thousands of mask files on every open would only
@@ -112,7 +112,7 @@ class Session:
             summary = import_masks(db, reg, masks, "reference")
             problems.extend(summary.problems)
             n_masks = summary.imported
-        return reg.dataset_id, problems, n_masks
+        return reg.dataset_id, problems, n_masks, len(reg.unread)
 
     def rows(self, with_files: bool) -> tuple[list[BrowseRow], dict | None]:
         db = self._need_db()

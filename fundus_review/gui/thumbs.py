@@ -21,7 +21,9 @@ from fundus_review.paths import cache_dir
 THUMB_SIZE = 128
 
 
-def thumbnail_path(src: Path, size: int = THUMB_SIZE, root: Path | None = None) -> Path:
+def thumbnail_path(
+    src: str | os.PathLike[str], size: int = THUMB_SIZE, root: Path | None = None
+) -> Path:
     """Where the thumbnail of `src` as it is now lives (stat's it; raises OSError)."""
     st = os.stat(src)
     ident = f"{Path(src).resolve()}\0{st.st_size}\0{st.st_mtime_ns}"
@@ -29,7 +31,9 @@ def thumbnail_path(src: Path, size: int = THUMB_SIZE, root: Path | None = None) 
     return (root or cache_dir()) / "thumbnails" / f"{size}" / key[:2] / f"{key}.jpg"
 
 
-def make_thumbnail(src: Path, size: int = THUMB_SIZE, root: Path | None = None) -> Path:
+def make_thumbnail(
+    src: str | os.PathLike[str], size: int = THUMB_SIZE, root: Path | None = None
+) -> Path:
     """The cached thumbnail of `src` (written on first use, atomically); raises OSError."""
     dest = thumbnail_path(src, size, root)
     if dest.is_file():

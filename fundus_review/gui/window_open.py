@@ -119,10 +119,6 @@ class OpenMixin:
         """The folder's files are rows now: show them, then read the new/changed ones (size,
         content hash; minutes for a large new folder) in the background."""
         reg, first_time = result
-        if reg.dataset_id == self.session.dataset_id:
-            self.refresh_rows(with_files=True)
-        else:
-            self.load_dataset(reg.dataset_id)
         cancel = self._closing.is_set
         # Started once the rows are on screen: on two cores the read would otherwise compete
         # with loading the rows and the first screen of thumbnails.
@@ -133,6 +129,12 @@ class OpenMixin:
             self._on_registered,
             key="identify",
         )
+        if reg.dataset_id != self.session.dataset_id:
+            self.load_dataset(reg.dataset_id)
+        elif reg.changed:  # the rows on screen came from the database: only news matter
+            self.refresh_rows(with_files=True)
+        else:
+            self._start_reading_soon()
 
     def _report_reading(self, done: int, total: int) -> None:
         # Runs on the pool thread: only a queued signal may cross to the UI.
@@ -148,7 +150,7 @@ class OpenMixin:
             self.status(f"reading new files: {done:,}/{total:,} …")
 
     def _on_registered(self, result) -> None:
-        dataset_id, problems, n_masks = result
+        dataset_id, problems, n_masks, n_read = result
         self._registering = False
         note = (
             f"; {len(problems)} file(s) skipped (first: {problems[0][0]}: {problems[0][1]})"
@@ -158,7 +160,8 @@ class OpenMixin:
         masks = f", {n_masks} expert mask(s) imported" if n_masks else ""
         self.status(f"dataset registered{masks}{note}")
         if dataset_id == self.session.dataset_id:
-            self.refresh_rows(with_files=True)  # unreadable files gone; thumbnails made stay
+            if n_read or n_masks:  # unreadable files gone, changed files; thumbnails made stay
+                self.refresh_rows(with_files=True)
             if n_masks:
                 self.reload_overlays()  # the photo on screen may have expert regions now
         else:
@@ -202,12 +205,16 @@ class OpenMixin:
             if self.browser.model.rowCount() and reset:
                 self.browser.list.setCurrentIndex(self.browser.model.index(0))
         self.rows_loaded.emit(len(rows))
-        if self._read_when_shown is not None:
-            start, self._read_when_shown = self._read_when_shown, None
-            QTimer.singleShot(300, self, start)  # (self: not after the window is gone)
-            # torch's import waits for the read to finish, but not for minutes on a large new
-            # folder: the CAM methods and the device are wanted long before that.
-            QTimer.singleShot(5000, self, lambda: self._start_startup_info(force=True))
+        self._start_reading_soon()
+
+    def _start_reading_soon(self) -> None:
+        if self._read_when_shown is None:
+            return
+        start, self._read_when_shown = self._read_when_shown, None
+        QTimer.singleShot(300, self, start)  # (self: not after the window is gone)
+        # torch's import waits for the read to finish, but not for minutes on a large new
+        # folder: the CAM methods and the device are wanted long before that.
+        QTimer.singleShot(5000, self, lambda: self._start_startup_info(force=True))
 
     # ------------------------------------------------------------------------------ model
     def refresh_bundles(self, current: Path | None = None) -> None:
