@@ -10,6 +10,7 @@ review tools in window_annotate.py.
 from __future__ import annotations
 
 import threading
+from contextlib import suppress
 from pathlib import Path
 
 from PySide6.QtCore import QSettings, Qt, Signal, Slot
@@ -26,6 +27,7 @@ from fundus_review.gui.settings import get_str, open_settings
 from fundus_review.gui.side_panel import SidePanel
 from fundus_review.gui.summary import SummaryPanel
 from fundus_review.gui.tasks import TaskRunner
+from fundus_review.gui.thumbs import load_preview, save_preview
 from fundus_review.gui.viewer import ImageViewer
 from fundus_review.gui.window_annotate import AnnotateMixin, ReviewSession
 from fundus_review.gui.window_jobs import JobsMixin
@@ -254,9 +256,32 @@ class MainWindow(OpenMixin, JobsMixin, AnnotateMixin, QMainWindow):
 
         def job():
             detail, rgb, fov = load_photo(session, image_id)
-            return detail, rgb, fov, Pyramid(rgb).prepare()
+            pyramid = Pyramid(rgb).prepare()
+            with suppress(OSError):  # no preview next time, nothing worse
+                save_preview(detail.path, pyramid)
+            return detail, rgb, fov, pyramid
 
         self.tasks.submit(job, self._on_photo, key="photo", priority=10)
+        src = self.browser.model.files.get(image_id)
+        if src is not None:
+            self.tasks.submit(
+                lambda: load_preview(src[0]),
+                lambda pyr: self._on_preview(image_id, pyr),
+                key="preview",
+                priority=11,
+            )
+
+    def _on_preview(self, image_id: int, pyramid) -> None:  # noqa: ANN001 - PreviewPyramid
+        """A cached mid-size copy of a large photo, shown while the photo itself decodes."""
+        if pyramid is None or self.browser.current_id() != image_id:
+            return
+        if self.photo is not None and self.photo[0].image_id == image_id:
+            return  # the photo itself came first
+        # Until the photo arrives nothing may refer to the previous one: no overlays (set_photo
+        # clears them) and no drawing, which would land on the previous image.
+        self.photo = self.photo_pyramid = None
+        self._annotation_image(None, None)
+        self.viewer.set_photo(pyramid)
 
     def _on_photo(self, result) -> None:
         detail, rgb, fov, pyramid = result

@@ -108,3 +108,32 @@ def choose_window(
 def crop(pyr: Pyramid, win: Window) -> np.ndarray:
     """The C-contiguous pixels of `win` (what the image item gets)."""
     return np.ascontiguousarray(pyr.level(win.k)[win.y0 : win.y1, win.x0 : win.x1])
+
+
+class PreviewPyramid(Pyramid):
+    """A stand-in for a photo still being decoded: its levels from `k0` up, made from a cached
+    preview. Finer zooms show level `k0` enlarged until the real pyramid replaces this one."""
+
+    def __init__(self, coarse: np.ndarray, full_shape: tuple[int, int], k0: int) -> None:
+        h, w = int(full_shape[0]), int(full_shape[1])
+        self._full_shape = (h, w)
+        self.base = np.ascontiguousarray(coarse)
+        self.n_levels = 1 + max(0, int(math.floor(math.log2(max(min(h, w), 1) / MIN_LEVEL_SIDE))))
+        self.n_levels = max(self.n_levels, k0 + 1)
+        self.k0 = k0
+        self._levels = [self.base] * (k0 + 1)  # levels below k0 are this one, enlarged
+        self._lock = threading.Lock()
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self._full_shape
+
+
+def preview_level(pyr: Pyramid, max_side: int) -> int | None:
+    """The finest level of `pyr` whose longer side is at most `max_side`; None when the photo
+    itself is that small (decoding it is then as fast as reading a preview)."""
+    for k in range(1, pyr.n_levels):
+        lh, lw = pyr.level(k).shape[:2]
+        if max(lh, lw) <= max_side:
+            return k
+    return None

@@ -227,3 +227,56 @@ def test_attach_labels_csv_and_masks_folder_from_the_menu(
     qtbot.waitUntil(lambda: again.tasks.pool.activeThreadCount() == 0, timeout=30_000)
     assert all(r.label for r in again.browser.model.state.rows)
     again.close()
+
+
+def test_a_large_photo_seen_before_shows_its_cached_preview_until_it_is_decoded(
+    qtbot, isolated, settings, tiny_bundle
+):
+    """Paging back to a 12-megapixel photo must not show the previous one for the whole decode;
+    while the stand-in shows, nothing (overlays, drawing) may still refer to the previous image."""
+    import numpy as np
+    from PIL import Image
+
+    from fundus_review.gui.main_window import MainWindow
+    from fundus_review.gui.pyramid import PreviewPyramid, Pyramid
+    from fundus_review.gui.thumbs import load_preview
+
+    root = isolated / "large"
+    root.mkdir()
+    yy, xx = np.mgrid[0:1200, 0:1800]
+    for k in range(2):
+        rgb = np.stack([xx % 256, yy % 256, np.full_like(xx, 60 * k)], -1).astype(np.uint8)
+        Image.fromarray(rgb).save(root / f"large_{k}.png")
+    win = MainWindow(db=isolated / "large.db", dataset=root, model=tiny_bundle, settings=settings)
+    qtbot.addWidget(win)
+    win.show()
+    qtbot.waitUntil(lambda: win.browser.model.rowCount() == 2, timeout=30_000)
+    first = win.browser.current_id()
+    qtbot.waitUntil(
+        lambda: win.photo is not None and win.photo[0].image_id == first, timeout=30_000
+    )
+    src = win.browser.model.files[first][0]
+    qtbot.waitUntil(lambda: load_preview(src) is not None, timeout=10_000)  # cached on showing
+
+    # On the second image, the first one's preview arriving late is ignored ...
+    qtbot.keyClick(win.browser.list, Qt.Key_Down)
+    second = win.browser.current_id()
+    qtbot.waitUntil(
+        lambda: win.photo is not None and win.photo[0].image_id == second, timeout=30_000
+    )
+    win._on_preview(first, load_preview(src))
+    assert win.photo[0].image_id == second
+    # ... and back on the first, its preview stands in until the photo is decoded.
+    qtbot.keyClick(win.browser.list, Qt.Key_Up)
+    assert win.browser.current_id() == first
+    win._on_preview(first, load_preview(src))  # before the event loop delivers the photo
+    assert isinstance(win.viewer.photo_layer.pyramid, PreviewPyramid)
+    assert win.viewer.image_shape == (1200, 1800)
+    assert win.photo is None and win.annot.image_id is None and not win.viewer.region_curves
+    qtbot.waitUntil(
+        lambda: win.photo is not None and win.photo[0].image_id == first, timeout=30_000
+    )
+    layer = win.viewer.photo_layer.pyramid
+    assert type(layer) is Pyramid and layer.shape == (1200, 1800)
+    assert win.annot.image_id == first
+    win.close()

@@ -90,3 +90,56 @@ def test_window_picks_the_screen_level_and_crops_what_is_visible():
     small = choose_window(pyr, (2050, 1020, 400, 300), 0.5, margin=0.0)
     big = choose_window(pyr, (2500, 1000, 400, 300), 0.5, margin=0.0)
     assert zoom.covers(small) and not zoom.covers(big)
+
+
+def _photo(h: int, w: int) -> np.ndarray:
+    yy, xx = np.mgrid[0:h, 0:w]
+    return np.stack([(xx * 255 // w), (yy * 255 // h), np.full_like(xx, 90)], -1).astype(np.uint8)
+
+
+def test_preview_of_a_large_photo_stands_in_for_its_pyramid(tmp_path):
+    from fundus_review.gui.pyramid import PreviewPyramid, Pyramid, choose_window, crop
+    from fundus_review.gui.thumbs import load_preview, save_preview
+
+    src = tmp_path / "big.png"
+    rgb = _photo(1200, 2900)
+    Image.fromarray(rgb).save(src)
+    cache = tmp_path / "cache"
+    assert load_preview(src, cache) is None  # never shown yet
+    full = Pyramid(rgb).prepare()
+    assert save_preview(src, full, cache) is not None
+
+    pre = load_preview(src, cache)
+    assert isinstance(pre, PreviewPyramid) and pre.shape == (1200, 2900)
+    k = pre.k0
+    assert max(pre.level(k).shape[:2]) <= 1280 and k >= 1
+    assert pre.level(k).shape == full.level(k).shape
+    assert np.abs(pre.level(k).astype(int) - full.level(k).astype(int)).mean() < 3  # JPEG q90
+    # Any zoom, even 1:1, gets a window in original pixel coordinates (the coarse level, enlarged).
+    for per_px in (0.5, 1.0, 4.0):
+        win = choose_window(pre, (100.0, 50.0, 400.0, 300.0), per_px, margin=0.0)
+        x, y, w, h = win.rect
+        assert x <= 100 and y <= 50 and x + w >= 500 and y + h >= 350
+        assert crop(pre, win).flags["C_CONTIGUOUS"]
+
+
+def test_no_preview_for_small_photos_and_none_after_a_change_or_damage(tmp_path):
+    from fundus_review.gui.pyramid import Pyramid
+    from fundus_review.gui.thumbs import load_preview, preview_path, save_preview
+
+    cache = tmp_path / "cache"
+    small = tmp_path / "small.png"
+    Image.fromarray(_photo(300, 400)).save(small)
+    assert save_preview(small, Pyramid(_photo(300, 400)), cache) is None
+
+    src = tmp_path / "big.png"
+    Image.fromarray(_photo(1200, 1800)).save(src)
+    path = save_preview(src, Pyramid(_photo(1200, 1800)), cache)
+    path.write_bytes(b"\xff\xd8 broken")
+    assert load_preview(src, cache) is None  # a damaged cache entry is ignored
+    path.unlink()
+    save_preview(src, Pyramid(_photo(1200, 1800)), cache)
+    st = src.stat()
+    Image.fromarray(_photo(1200, 1800)[::-1]).save(src)  # replaced: new key, no stale preview
+    os.utime(src, ns=(st.st_mtime_ns + 10**9, st.st_mtime_ns + 10**9))
+    assert preview_path(src, cache) != path and load_preview(src, cache) is None
