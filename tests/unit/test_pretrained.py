@@ -51,7 +51,7 @@ def test_loaded_model_holds_the_reference_values(reference: dict[str, torch.Tens
 
 
 def test_reference_logits_are_reproduced_exactly(reference: dict[str, torch.Tensor]) -> None:
-    # The reference implementation (pip install efficientnet-lite-pytorch) is optional.
+    # The reference implementation (efficientnet-lite-pytorch, in the test extras).
     ref_pkg = pytest.importorskip("efficientnet_lite_pytorch")
     ref = ref_pkg.EfficientNet.from_pretrained(
         "efficientnet-lite0", weights_path=str(pretrained.weights_path())
