@@ -61,6 +61,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         gallery_cap=args.gallery_cap,
         thresholds=args.confidence_thresholds,
         gallery_metric=args.gallery_metric,
+        gallery_by=args.gallery_by or [],
         progress=say,
     )
     s = result.scoring
@@ -101,6 +102,13 @@ def add_report_parser(sub: argparse._SubParsersAction) -> None:
         "--gallery-metric",
         default="energy_in_mask",
         help="score that orders the galleries, worst first (default energy_in_mask)",
+    )
+    p.add_argument(
+        "--gallery-by",
+        type=_csv_list,
+        default=["outcome", "class"],
+        help="how galleries are grouped within each structure: any of outcome, class, "
+        "confidence, comma-separated (default outcome,class; e.g. outcome,confidence)",
     )
     p.add_argument(
         "--confidence-thresholds",

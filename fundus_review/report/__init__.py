@@ -59,7 +59,13 @@ def _open(db: Database | str | Path) -> tuple[Database, bool]:
     return open_database(db), True
 
 
-def _check(n_resamples: int, gallery_cap: int, gallery_metric: str, metrics: Sequence[str]) -> None:
+def _check(
+    n_resamples: int,
+    gallery_cap: int,
+    gallery_metric: str,
+    metrics: Sequence[str],
+    gallery_by: Sequence[str],
+) -> None:
     if n_resamples < MIN_RESAMPLES:
         raise FundusReviewError(
             f"n_resamples must be at least {MIN_RESAMPLES} for stable 95 % intervals, "
@@ -70,6 +76,14 @@ def _check(n_resamples: int, gallery_cap: int, gallery_metric: str, metrics: Seq
     if gallery_metric not in metrics:
         raise FundusReviewError(
             f"unknown gallery metric {gallery_metric!r}; choose one of {', '.join(metrics)}"
+        )
+    from fundus_review.report.gallery import GALLERY_GROUPINGS
+
+    unknown = [g for g in gallery_by if g not in GALLERY_GROUPINGS]
+    if unknown or len(set(gallery_by)) != len(gallery_by):
+        raise FundusReviewError(
+            f"gallery grouping {', '.join(gallery_by) or '(none)'} is not valid; use any of "
+            f"{', '.join(GALLERY_GROUPINGS)}, each at most once"
         )
 
 
@@ -87,6 +101,7 @@ def write_report(
     gallery_cap: int = 24,
     thresholds: Sequence[float] = (0.5, 0.8),
     gallery_metric: str = "energy_in_mask",
+    gallery_by: Sequence[str] = ("outcome", "class"),
     params: ScoringParams | None = None,
     fov_cache: FovCache | None = None,
     rasterize: Any = None,
@@ -97,7 +112,8 @@ def write_report(
     ``db``: an open Database, a SQLite file or a SQLAlchemy URL. ``dataset``/``models``: ids or
     names (several allowed); ``methods``/``structures``/``reviewers`` restrict the selection.
     ``thresholds`` split the confidence bands; ``gallery_cap`` bounds each gallery (tables are
-    never sampled). Raises FundusReviewError for unknown filters or an unusable database.
+    never sampled); ``gallery_by`` groups the galleries within each structure (any of "outcome",
+    "class", "confidence"). Raises FundusReviewError for unknown filters or an unusable database.
     """
     # Heavy plotting imports only when a report is written: `fundus-review --help` stays fast.
     from fundus_review.report.aggregates import AggIndex, agreement_rows, build_aggregates
@@ -112,7 +128,8 @@ def write_report(
 
     say = progress or (lambda _msg: None)
     params = params or ScoringParams()
-    _check(n_resamples, gallery_cap, gallery_metric, params.metric_names())
+    gallery_by = tuple(gallery_by)
+    _check(n_resamples, gallery_cap, gallery_metric, params.metric_names(), gallery_by)
     fov_cache = fov_cache or default_fov_cache()
     rasterize = rasterize or geometry.rasterize
     out = Path(out_dir).expanduser()
@@ -170,6 +187,7 @@ def write_report(
             metric=gallery_metric,
             fov_cache=fov_cache,
             rasterize=rasterize,
+            group_by=gallery_by,
         )
     finally:
         if own:
@@ -183,6 +201,7 @@ def write_report(
         "n_resamples": n_resamples,
         "gallery_cap": gallery_cap,
         "gallery_metric": gallery_metric,
+        "gallery_by": ", ".join(gallery_by) or "structure only",
         "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
     doc = build_document(
@@ -219,7 +238,7 @@ def write_report(
             "ci": 0.95,
             "ci_methods": {"pointing_hit": "wilson", "other metrics": "percentile bootstrap"},
             "confidence_thresholds": list(data.thresholds),
-            "gallery": {"cap": gallery_cap, "metric": gallery_metric},
+            "gallery": {"cap": gallery_cap, "metric": gallery_metric, "by": list(gallery_by)},
             "database": data.db_name,
             "selection": data.selection,
             "scoring_parameters": params.to_dict(),

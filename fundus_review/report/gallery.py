@@ -8,7 +8,7 @@ panel that says so, never a failed report.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -165,6 +165,53 @@ class _Loader:
         return Tile(image=image, title=res.rel_path, lines=_caption(row, metric))
 
 
+# Gallery groupings a user can ask for (`--gallery-by`), within each structure x reviewer.
+GALLERY_GROUPINGS = {"outcome": "outcome", "class": "true_class", "confidence": "confidence_band"}
+
+
+def _band_rank(band: str | None) -> tuple[int, float]:
+    """High confidence first: a confident prediction that looks elsewhere is the one to see."""
+    text = band or "unknown"
+    try:
+        if text.startswith(">="):
+            return 0, -float(text[2:])
+        if text.startswith("<"):
+            return 2, 0.0
+        return 1, -float(text.split("-", 1)[0])
+    except ValueError:
+        return 3, 0.0
+
+
+def _group_order(fields: Sequence[str]) -> Callable[[tuple], tuple]:
+    def key(values: tuple) -> tuple:
+        out: list[Any] = []
+        for name, value in zip(fields, values, strict=True):
+            if name == "outcome":
+                out.append(_OUTCOME_RANK.get(value, 99))
+            elif name == "confidence_band":
+                out.append(_band_rank(value))
+            else:
+                out.append((value is None, str(value)))
+        return tuple(out)
+
+    return key
+
+
+def _gallery_title(structure: str, who: str, group: dict[str, Any], metric: str) -> str:
+    outcome = group.get("outcome")
+    if outcome is None:
+        what = "all predictions"
+    elif outcome == "unlabeled":
+        what = "images without a true label"
+    else:
+        what = f"{outcome} predictions"
+    if "true_class" in group:
+        what += f", true class {group['true_class'] or '(none)'}"
+    if "confidence_band" in group:
+        what += f", confidence {group['confidence_band']}"
+    return f"{structure}{who}: {what}, worst localized ({metric}) first"
+
+
 def build_galleries(
     db: Database,
     data: ReportData,
@@ -175,21 +222,25 @@ def build_galleries(
     fov_cache: FovCache,
     rasterize: Any = None,
     progress: Callable[[int, int], None] | None = None,
+    group_by: Sequence[str] = ("outcome", "class"),
 ) -> tuple[list[Gallery], list[dict[str, Any]]]:
-    """Galleries per structure x reviewer x outcome, and their index for the JSON."""
+    """Galleries per structure x reviewer x the `group_by` groupings (GALLERY_GROUPINGS), and
+    their index for the JSON."""
+    fields = [GALLERY_GROUPINGS[g] for g in group_by]
     higher = describe_metric(metric).higher_is_better is not False
     loader = _Loader(db, data, fov_cache, rasterize)
     plan = []
     by_key = group_rows(data.rows, ("structure", "reviewer"))
     for (structure, reviewer), rows in by_key.items():
-        groups = group_rows(rows, ("outcome",), order=lambda k: _OUTCOME_RANK.get(k[0], 99))
-        for (outcome,), members in groups.items():
+        groups = group_rows(rows, fields, order=_group_order(fields))
+        for values, members in groups.items():
             picked, note = gallery_pick([m.get(metric) for m in members], cap, seed, higher)
-            plan.append((structure, reviewer, outcome, [members[i] for i in picked], note))
+            group = dict(zip(fields, values, strict=True))
+            plan.append((structure, reviewer, group, [members[i] for i in picked], note))
     total = sum(len(p[3]) for p in plan)
     galleries, index, done = [], [], 0
     multi_reviewer = len({k[1] for k in by_key}) > 1
-    for structure, reviewer, outcome, chosen, note in plan:
+    for structure, reviewer, group, chosen, note in plan:
         tiles = []
         for row in chosen:
             try:
@@ -200,14 +251,15 @@ def build_galleries(
             if progress is not None:
                 progress(done, total)
         who = f", reviewer {reviewer}" if multi_reviewer else ""
-        what = "images without a true label" if outcome == "unlabeled" else f"{outcome} predictions"
-        title = f"{structure}{who}: {what}, worst localized ({metric}) first"
+        title = _gallery_title(structure, who, group, metric)
         galleries.append(Gallery(title=title, note=note, tiles=tiles))
         index.append(
             {
                 "structure": structure,
                 "reviewer": reviewer,
-                "outcome": outcome,
+                "outcome": group.get("outcome"),
+                "true_class": group.get("true_class"),
+                "confidence_band": group.get("confidence_band"),
                 "metric": metric,
                 "note": note,
                 "heatmap_ids": [r["heatmap_id"] for r in chosen],

@@ -21,6 +21,7 @@ def run_section(
     n_resamples: int,
     gallery_cap: int,
     gallery_metric: str,
+    gallery_by: str,
     generated: str,
 ) -> Section:
     blocks: list[Any] = [
@@ -94,7 +95,11 @@ def run_section(
                 if _count_images(data.rows, structure=s, reviewer=rev)
             ],
         ),
-        Table("Settings", ["setting", "value"], _settings(data, gallery_cap, gallery_metric)),
+        Table(
+            "Settings",
+            ["setting", "value"],
+            _settings(data, gallery_cap, gallery_metric, gallery_by),
+        ),
         Table(
             "Software",
             ["package", "version"],
@@ -112,7 +117,9 @@ def run_section(
     return Section("What was run", "run", blocks)
 
 
-def _settings(data: ReportData, gallery_cap: int, gallery_metric: str) -> list[list[str]]:
+def _settings(
+    data: ReportData, gallery_cap: int, gallery_metric: str, gallery_by: str
+) -> list[list[str]]:
     p = data.params.to_dict()
     sel = {k: v for k, v in data.selection.items() if v}
     return [
@@ -135,7 +142,8 @@ def _settings(data: ReportData, gallery_cap: int, gallery_metric: str) -> list[l
             "gallery",
             f"at most {gallery_cap} tiles per gallery, ordered by {gallery_metric} ("
             f"{'higher' if describe_metric(gallery_metric).higher_is_better is not False else 'lower'}"
-            " is better), worst first",
+            " is better), worst first; one gallery per structure and "
+            f"{gallery_by}",
         ],
         ["selection", ", ".join(f"{k}={v}" for k, v in sel.items()) or "everything stored"],
     ]

@@ -311,6 +311,35 @@ def test_worst_localized_correct_predictions_come_first(world: dict) -> None:
     assert gallery_titles[0] == "correct" and "false negative" in gallery_titles
 
 
+def test_galleries_can_be_grouped_by_true_class_and_confidence(world: dict, tmp_path: Path) -> None:
+    out = tmp_path / "by_class"
+    write_report(world["db"], out, seed=SEED, gallery_cap=CAP, fov_cache=world["cache"],
+                 gallery_by=("class", "confidence"))  # fmt: skip
+    doc = json.loads((out / "report.json").read_text(encoding="utf-8"))
+    assert doc["gallery"]["by"] == ["class", "confidence"]
+    rows = read_scores_csv(out / "scores.csv")
+    by_id = {(r["heatmap_id"], r["reviewer"]): r for r in rows}
+    seen = []
+    for g in doc["galleries"]:
+        assert g["outcome"] is None and g["confidence_band"] is not None
+        members = [by_id[(float(h), g["reviewer"])] for h in g["heatmap_ids"]]
+        assert members and all(
+            (m["true_class"] or None, m["confidence_band"])
+            == (g["true_class"], g["confidence_band"])
+            for m in members
+        )
+        seen.append((g["structure"], g["reviewer"], g["true_class"], g["confidence_band"]))
+    assert len(seen) == len(set(seen))
+    # Within a class, the most confident predictions come first.
+    for a, b in zip(seen, seen[1:], strict=False):
+        if a[:3] == b[:3]:
+            assert a[3].startswith(">=") or not b[3].startswith(">=")
+    html = (out / "report.html").read_text(encoding="utf-8")
+    assert re.search(r"<h3>optic_disc[^<]*: all predictions, true class \w+, confidence", html)
+    with pytest.raises(FundusReviewError, match="gallery grouping"):
+        write_report(world["db"], tmp_path / "o", gallery_by=("colour",))
+
+
 def test_same_database_gives_identical_tables(world: dict, tmp_path: Path) -> None:
     with open_database(world["db"]) as db:  # the GUI passes its open Database
         again = write_report(
