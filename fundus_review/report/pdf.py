@@ -1,16 +1,19 @@
 """Render a ``Document`` as a PDF (matplotlib's PdfPages): the same sections as the HTML.
 
-Landscape A4 pages. Tables are set in Courier, split over pages with their header repeated and
-long cells wrapped (never cut); plots and gallery tiles are placed as images. Text uses the PDF
-standard fonts (Helvetica, Courier: nothing embedded, an order of magnitude faster to write than
-embedded TrueType glyphs); they cover Latin-1 only, so other characters print as "?" here while
-the HTML keeps them.
+Landscape A4 pages. Tables are set in a monospaced font, split over pages with their header
+repeated and long cells wrapped (never cut); plots and gallery tiles are placed as images. Text
+uses the PDF standard fonts (Helvetica, Courier: nothing embedded, an order of magnitude faster to
+write than embedded TrueType glyphs) when every string of the document is Latin-1; a document with
+other characters (a reviewer named Łukasz, a dataset folder in Greek) embeds matplotlib's DejaVu
+fonts instead, so nothing prints as "?".
 """
 
 from __future__ import annotations
 
 import io
 import textwrap
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -26,10 +29,7 @@ from fundus_review.report.html import PLOT_DPI
 PAGE_W, PAGE_H = 11.69, 8.27  # inches, A4 landscape
 MARGIN = 0.45
 USABLE_W_PT = (PAGE_W - 2 * MARGIN) * 72
-MONO, SANS = "Courier", "Helvetica"
-CHAR_W = 0.6  # advance width of a Courier glyph, in units of the font size
-REGULAR = "medium"  # how the standard fonts' metric (AFM) files name their regular weight
-RC = {"pdf.use14corefonts": True, "pdf.compression": 6}
+CHAR_W = 0.6  # advance width of a Courier (or DejaVu Sans Mono: 0.602) glyph, per font size
 TILE_COLS, TILE_ROWS = 2, 4
 
 
@@ -37,11 +37,65 @@ def latin1(text: str) -> str:
     return text.encode("latin-1", "replace").decode("latin-1")
 
 
+@dataclass(frozen=True)
+class Fonts:
+    rc: dict
+    mono: str
+    sans: str
+    regular: str  # the regular weight's name in the fonts' metrics
+    clean: Callable[[str], str]
+
+
+CORE_FONTS = Fonts(
+    {"pdf.use14corefonts": True, "pdf.compression": 6}, "Courier", "Helvetica", "medium", latin1
+)
+EMBEDDED_FONTS = Fonts(
+    {"pdf.use14corefonts": False, "pdf.fonttype": 42, "pdf.compression": 6},
+    "DejaVu Sans Mono",
+    "DejaVu Sans",
+    "normal",
+    str,
+)
+
+
+def _strings(doc: Document) -> Iterator[str]:
+    yield doc.title
+    yield from doc.subtitle
+    for section in doc.sections:
+        yield section.title
+        for block in section.blocks:
+            if isinstance(block, Para):
+                yield block.text
+            elif isinstance(block, Table):
+                yield block.title
+                yield block.note
+                yield from block.columns
+                for row in block.rows:
+                    yield from (str(c) for c in row)
+            elif isinstance(block, Gallery):
+                yield block.title
+                yield block.note
+                for tile in block.tiles:
+                    yield tile.title
+                    yield from tile.lines
+
+
+def fonts_for(doc: Document) -> Fonts:
+    """The standard fonts when they can print every character of `doc`, else embedded ones."""
+    try:
+        for text in _strings(doc):
+            text.encode("latin-1")
+    except UnicodeEncodeError:
+        return EMBEDDED_FONTS
+    return CORE_FONTS
+
+
 class _Pages:
     """A cursor over text pages: lines go down the page, a full page is flushed to the PDF."""
 
-    def __init__(self, pdf: PdfPages) -> None:
+    def __init__(self, pdf: PdfPages, fonts: Fonts) -> None:
         self.pdf = pdf
+        self.fonts = fonts
         self.fig: Figure | None = None
         self.y = 0.0  # inches from the top
 
@@ -67,11 +121,11 @@ class _Pages:
         self.fig.text(
             MARGIN / PAGE_W,
             1 - (self.y + step * 0.8) / PAGE_H,
-            latin1(s),
+            self.fonts.clean(s),
             fontsize=size,
-            family=MONO if mono else SANS,
+            family=self.fonts.mono if mono else self.fonts.sans,
             va="baseline",
-            weight="bold" if bold else REGULAR,
+            weight="bold" if bold else self.fonts.regular,
         )
         self.y += step
 
@@ -194,24 +248,25 @@ def _gallery(pages: _Pages, g: Gallery) -> None:
                 fig.text(
                     x / PAGE_W,
                     1 - (y + img_h + 0.1 + i * 0.095) / PAGE_H,
-                    latin1(textwrap.shorten(line, 120, placeholder="...")),
+                    pages.fonts.clean(textwrap.shorten(line, 120, placeholder="...")),
                     fontsize=5.8,
-                    family=SANS,
-                    weight="bold" if i == 0 else REGULAR,
+                    family=pages.fonts.sans,
+                    weight="bold" if i == 0 else pages.fonts.regular,
                     va="top",
                 )
         pages.y = PAGE_H  # the next block starts on a new page
 
 
 def render_pdf(doc: Document, path: Path, pngs: dict[int, bytes]) -> Path:
-    with matplotlib.rc_context(RC):
-        return _render(doc, path, pngs)
+    fonts = fonts_for(doc)
+    with matplotlib.rc_context(fonts.rc):
+        return _render(doc, path, pngs, fonts)
 
 
-def _render(doc: Document, path: Path, pngs: dict[int, bytes]) -> Path:
+def _render(doc: Document, path: Path, pngs: dict[int, bytes], fonts: Fonts) -> Path:
     tmp = path.with_name(path.name + ".part")
     with PdfPages(tmp, metadata={"Title": doc.title, "Creator": "fundus-review"}) as pdf:
-        pages = _Pages(pdf)
+        pages = _Pages(pdf, fonts)
         pages.room(PAGE_H)
         pages.text(doc.title, 18, bold=True)
         for line in doc.subtitle:

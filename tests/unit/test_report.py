@@ -277,6 +277,22 @@ def test_pdf_has_several_pages(world: dict) -> None:
     assert len(re.findall(rb"/Type\s*/Page\b", data)) > 1
 
 
+def test_pdf_embeds_a_unicode_font_only_when_latin1_cannot_print_the_text(tmp_path: Path) -> None:
+    from fundus_review.report.document import Document, Para, Section, Table
+    from fundus_review.report.pdf import CORE_FONTS, EMBEDDED_FONTS, fonts_for, render_pdf
+
+    def doc(name: str) -> Document:
+        table = Table("Reviewers", ["reviewer", "images"], [[name, "3"]])
+        return Document("Report", [], [Section("Who", "who", [Para(f"by {name}"), table])])
+
+    latin, other = doc("Zoë Müller"), doc("Łukasz Ωmega")
+    assert fonts_for(latin) is CORE_FONTS and fonts_for(other) is EMBEDDED_FONTS
+    plain = render_pdf(latin, tmp_path / "latin.pdf", {}).read_bytes()
+    embedded = render_pdf(other, tmp_path / "other.pdf", {}).read_bytes()
+    assert b"Helvetica" in plain and b"DejaVu" not in plain
+    assert b"DejaVuSans" in embedded and b"FontFile2" in embedded  # TrueType glyphs embedded
+
+
 def test_gallery_cap_is_honoured_and_stated(world: dict) -> None:
     doc = _json(world)
     html = (world["out"] / "report.html").read_text(encoding="utf-8")
