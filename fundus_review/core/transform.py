@@ -85,6 +85,24 @@ class InputTransform:
         _, _, _, vis_x = self._axis_sampling(self.orig_w, self.in_w, self.sx, self.tx)
         return vis_y[:, None] & vis_x[None, :]
 
+    def mask_to_input(self, mask: np.ndarray) -> np.ndarray:
+        """An (orig_h, orig_w) boolean mask on the (in_h, in_w) model-input grid.
+
+        Each input pixel takes the original pixel under its centre (nearest neighbour); input
+        pixels that show no image (letterbox padding) are False.
+        """
+        m = np.asarray(mask, dtype=bool)
+        if m.shape != (self.orig_h, self.orig_w):
+            raise ValueError(
+                f"mask shape {m.shape} does not match the image ({self.orig_h}, {self.orig_w})"
+            )
+        ys = np.floor((np.arange(self.in_h) + 0.5 - self.ty) / self.sy).astype(np.intp)
+        xs = np.floor((np.arange(self.in_w) + 0.5 - self.tx) / self.sx).astype(np.intp)
+        in_y = (ys >= 0) & (ys < self.orig_h)
+        in_x = (xs >= 0) & (xs < self.orig_w)
+        out = m[np.clip(ys, 0, self.orig_h - 1)][:, np.clip(xs, 0, self.orig_w - 1)]
+        return out & in_y[:, None] & in_x[None, :]
+
     def heatmap_to_original(self, hm: np.ndarray) -> np.ndarray:
         """Bilinear map of an (in_h, in_w) heatmap onto the (orig_h, orig_w) grid.
 

@@ -173,6 +173,7 @@ def write_report(
             use_true_class=data.has_labels(),
             top_percent=params.top_percent,
             seed=seed,
+            fov_cache=fov_cache,
         )
         data.problems.extend(heat.problems)
         say("computing statistics")

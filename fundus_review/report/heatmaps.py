@@ -3,19 +3,24 @@
 Both work on the model-input grid, where every heatmap of one model lives (the same prediction
 transform for all its CAM runs), so nothing is resampled: two methods are compared pixel by pixel
 exactly as the model saw the image, and a hot spot the model puts in the same input corner of every
-image adds up in the mean.
+image adds up in the mean. Similarity counts only pixels inside the field of view (mapped onto
+that grid): on the black border both maps are near zero, and those ties would make any two
+methods look alike. The means keep the whole input, so a hot spot outside the retina shows.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from fundus_review.core.aggregate import heatmap_rank_correlation, heatmap_top_overlap
 from fundus_review.core.metric_inputs import MetricInputError
+from fundus_review.core.transform import InputTransform
+from fundus_review.data.fov import FovCache
 from fundus_review.errors import FundusReviewError
 from fundus_review.store import repo
 from fundus_review.store.db import Database
@@ -48,16 +53,21 @@ def heatmap_pass(
     use_true_class: bool,
     top_percent: float = 15.0,
     seed: int = 0,
+    fov_cache: FovCache | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> HeatmapPass:
-    """Rank correlation and top-k overlap of every two runs of a model on each image, and the
-    per-class sum of each run's maps (true class when labels exist, else predicted class)."""
+    """Rank correlation and top-k overlap of every two runs of a model on each image (inside the
+    field of view when `fov_cache` is given), and the per-class sum of each run's maps (true
+    class when labels exist, else predicted class)."""
     out = HeatmapPass(class_kind="true class" if use_true_class else "predicted class")
     by_image: dict[int, list[ResultRow]] = {}
     for r in results:
         by_image.setdefault(r.image_id, []).append(r)
+    with db.session(read_only=True) as s:
+        roots = {d.id: Path(d.root) for d in repo.list_datasets(s)}
     overlap_name = f"top{top_percent:g}_overlap".replace(".", "p")
     for done, rows in enumerate(by_image.values(), start=1):
+        fov = _input_fovs(rows, roots, fov_cache, out.problems)
         maps: dict[int, np.ndarray] = {}
         with db.session(read_only=True) as s:
             for r in rows:
@@ -80,10 +90,10 @@ def heatmap_pass(
             for b in rows[i + 1 :]:
                 if a.model_id != b.model_id or a.heatmap_id not in maps or b.heatmap_id not in maps:
                     continue
-                ha, hb = maps[a.heatmap_id], maps[b.heatmap_id]
+                ha, hb, inside = maps[a.heatmap_id], maps[b.heatmap_id], fov.get(a.model_id)
                 try:
-                    rho = heatmap_rank_correlation(ha, hb, seed=seed)
-                    overlap = heatmap_top_overlap(ha, hb, top_percent=top_percent)
+                    rho = heatmap_rank_correlation(ha, hb, inside, seed=seed)
+                    overlap = heatmap_top_overlap(ha, hb, inside, top_percent=top_percent)
                 except MetricInputError as exc:
                     out.problems.append((a.rel_path, str(exc)))
                     continue
@@ -99,4 +109,30 @@ def heatmap_pass(
                 )
         if progress is not None:
             progress(done, len(by_image))
+    return out
+
+
+def _input_fovs(
+    rows: list[ResultRow],
+    roots: dict[int, Path],
+    cache: FovCache | None,
+    problems: list[tuple[str, str]],
+) -> dict[int, np.ndarray]:
+    """model id -> the image's field of view on that model's input grid (scoring cached it)."""
+    if cache is None or not rows:
+        return {}
+    first = rows[0]
+    try:
+        fov = cache.get(roots[first.dataset_id] / first.rel_path, first.sha256)
+    except (FundusReviewError, OSError, ValueError) as exc:
+        problems.append((first.rel_path, f"no field of view for the similarity: {exc}"))
+        return {}
+    out: dict[int, np.ndarray] = {}
+    for r in rows:
+        if r.model_id not in out:
+            try:
+                out[r.model_id] = InputTransform.from_dict(r.transform).mask_to_input(fov)
+            except ValueError as exc:
+                problems.append((r.rel_path, f"field of view not usable for the similarity: {exc}"))
+                return {}
     return out

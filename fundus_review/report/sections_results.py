@@ -293,8 +293,9 @@ def similarity_section(idx: AggIndex, plot: Any) -> Section:
         blocks += [
             Para(
                 "How different are the methods/layers really? Spearman's rank correlation of "
-                "two runs' heatmaps of the same image (model-input grid; 1 = same ordering of "
-                "pixels) and the IoU of their top-k regions, averaged over images."
+                "two runs' heatmaps of the same image (model-input grid, pixels inside the "
+                "field of view only; 1 = same ordering of pixels) and the IoU of their top-k "
+                "regions of the field of view, averaged over images."
             ),
             Table("Heatmap similarity", ["A", "B", "images", "rank correlation", overlap], rows),
         ]

@@ -209,6 +209,32 @@ def test_groupings_comparisons_and_correlations_match_the_csv(world: dict) -> No
         assert (a["estimate"], a["ci_low"], a["ci_high"]) == (ref.rho, ref.ci_low, ref.ci_high)
 
 
+def test_heatmap_similarity_counts_only_the_field_of_view(world: dict) -> None:
+    """Each per-image similarity is Spearman's rho of the two stored maps on the model-input
+    pixels inside the image's field of view (the border's near-zero ties excluded)."""
+    from fundus_review.core.aggregate import heatmap_rank_correlation
+    from fundus_review.core.transform import InputTransform
+
+    doc = _json(world)
+    sims = doc["heatmap_similarity"]
+    assert sims
+    changed = 0
+    with open_database(world["db"]) as db, db.session(read_only=True) as s:
+        ds = repo.list_datasets(s)[0]
+        runs = {r.method: r for r in repo.list_cam_runs(s)}
+        for row in sims:
+            img = repo.get_image(s, ds, row["image"])
+            ha, tf, _ = repo.load_heatmap(s, runs["gradcam"], img)
+            hb, _, _ = repo.load_heatmap(s, runs["hirescam"], img)
+            fov = world["cache"].get(Path(ds.root) / img.rel_path, img.sha256)
+            inside = InputTransform.from_dict(tf).mask_to_input(fov)
+            assert 0 < inside.sum() < inside.size
+            expected = heatmap_rank_correlation(ha, hb, inside, seed=SEED)
+            assert row["rank_correlation"] == pytest.approx(expected, abs=1e-12)
+            changed += expected != pytest.approx(heatmap_rank_correlation(ha, hb, seed=SEED))
+    assert changed > 0  # the restriction is not a no-op on these images
+
+
 def test_aggregates_csv_holds_the_json_aggregates(world: dict) -> None:
     doc = _json(world)
     with (world["out"] / "aggregates.csv").open(newline="", encoding="utf-8") as fh:

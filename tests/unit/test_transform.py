@@ -144,3 +144,36 @@ def test_large_original_grid_is_mapped() -> None:
     vis = t.visible_mask()
     assert out[vis].min() >= hm.min() - 1e-6 and out[vis].max() <= hm.max() + 1e-6
     assert np.all(out[~vis] == 0.0)
+
+
+def test_mask_to_input_is_hand_computed_for_letterbox_and_resize() -> None:
+    # letterbox 100x200 -> 64x64: the image fills rows 16..47; padding rows are False.
+    t = make_transform(100, 200, 64, 64, "letterbox")
+    full = t.mask_to_input(np.ones((100, 200), bool))
+    assert full[16:48].all() and not full[:16].any() and not full[48:].any()
+    # resize 4x: input pixel (i, j) shows original pixel (i // 4... ) -> a left half stays a half.
+    t = make_transform(32, 32, 8, 8, "resize")
+    left = np.zeros((32, 32), bool)
+    left[:, :16] = True
+    np.testing.assert_array_equal(t.mask_to_input(left), np.tile([True] * 4 + [False] * 4, (8, 1)))
+    with pytest.raises(ValueError, match="does not match"):
+        t.mask_to_input(np.ones((8, 8), bool))
+
+
+@pytest.mark.parametrize("policy", POLICIES)
+@pytest.mark.parametrize("size", SIZES)
+def test_mask_to_input_agrees_with_the_heatmap_map_back(
+    policy: str, size: tuple[int, int, int, int]
+) -> None:
+    """An input pixel is in the mapped mask iff the original pixel under its centre is in it."""
+    oh, ow, ih, iw = size
+    t = make_transform(oh, ow, ih, iw, policy)
+    yy, xx = np.mgrid[0:oh, 0:ow]
+    disc = (yy - oh / 2) ** 2 + (xx - ow / 2) ** 2 <= (min(oh, ow) / 3) ** 2
+    got = t.mask_to_input(disc)
+    centres = np.stack(np.meshgrid(np.arange(iw) + 0.5, np.arange(ih) + 0.5), -1).reshape(-1, 2)
+    orig = np.floor(t.to_original_points(centres)).astype(int)
+    inside = (orig[:, 0] >= 0) & (orig[:, 0] < ow) & (orig[:, 1] >= 0) & (orig[:, 1] < oh)
+    expected = np.zeros(len(orig), bool)
+    expected[inside] = disc[orig[inside, 1], orig[inside, 0]]
+    np.testing.assert_array_equal(got.ravel(), expected)
