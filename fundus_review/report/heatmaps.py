@@ -4,8 +4,10 @@ Both work on the model-input grid, where every heatmap of one model lives (the s
 transform for all its CAM runs), so nothing is resampled: two methods are compared pixel by pixel
 exactly as the model saw the image, and a hot spot the model puts in the same input corner of every
 image adds up in the mean. Similarity counts only pixels inside the field of view (mapped onto
-that grid): on the black border both maps are near zero, and those ties would make any two
-methods look alike. The means keep the whole input, so a hot spot outside the retina shows.
+that grid): the black border (a third of a fundus photo's pixels) carries near-zero values whose
+ties and noise would otherwise decide much of the ranking (on the demo set, Grad-CAM vs HiResCAM:
+rho 0.58 over the whole input, 0.75 inside the FOV). The means keep the whole input, so a hot spot
+outside the retina shows.
 """
 
 from __future__ import annotations
