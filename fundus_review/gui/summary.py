@@ -115,7 +115,13 @@ class SummaryPanel(QWidget):
         self.hist = pg.PlotWidget(title="score distribution")
         self.hist.setLabel("bottom", "score")
         self.hist.setLabel("left", "images")
-        self.hist.addLegend(offset=(-10, 10))
+        # Light text on a dark translucent box: readable on the black plot and over a bar.
+        self.hist.addLegend(
+            offset=(-10, 10),
+            labelTextColor=(235, 235, 235),
+            brush=pg.mkBrush(20, 20, 20, 200),
+            pen=pg.mkPen(110, 110, 110),
+        )
         self.scatter = pg.PlotWidget(title="confidence vs score (click: open)")
         self.scatter.setLabel("bottom", "confidence of the prediction")
         self.scatter.setLabel("left", "score")
@@ -207,12 +213,13 @@ class SummaryPanel(QWidget):
         self.scatter.setXRange(0.0, 1.0, padding=0.03)
         self.scatter.setYRange(low, high, padding=0.05)
         several_models = len({r.model_id for r in runs}) > 1
+        tallest = 0
         for k, r in enumerate(runs):
             color = PALETTE[k % len(PALETTE)]
             name = r.long_title if several_models else r.title
             vals = np.array([p.value for p in pts if p.run_id == r.id and p.value is not None])
             if vals.size:
-                self._histogram(vals, k, len(runs), color, name)
+                tallest = max(tallest, self._histogram(vals, k, len(runs), color, name))
             spots = [
                 {
                     "pos": (p.confidence, p.value),
@@ -229,9 +236,13 @@ class SummaryPanel(QWidget):
                 item.sigClicked.connect(self._clicked)
                 self.scatter.addItem(item)
                 self.scatter_items.append(item)
+        if tallest:
+            # Headroom above the tallest bar for the legend (one line per run).
+            self.hist.setYRange(0, tallest * (1.15 + 0.09 * len(runs)), padding=0)
         self.updated.emit()
 
-    def _histogram(self, vals: np.ndarray, k: int, n_runs: int, color, name: str) -> None:
+    def _histogram(self, vals: np.ndarray, k: int, n_runs: int, color, name: str) -> int:
+        """Draw one run's distribution; returns its tallest count."""
         if self.metric.currentText() == "pointing_hit":
             # Hits are 0/1: side-by-side bars per run, not 20 bins of which two are used.
             width = 0.8 / max(n_runs, 1)
@@ -241,11 +252,12 @@ class SummaryPanel(QWidget):
             self.hist.addItem(bars)
             self.hist.plot([], [], pen=pg.mkPen(color, width=6), name=name)  # legend entry
             self.hist.getAxis("bottom").setTicks([[(0, "miss"), (1, "hit")]])
-            return
+            return max(counts)
         self.hist.getAxis("bottom").setTicks(None)
         lo, hi = float(min(0.0, vals.min())), float(max(1.0, vals.max()))
         y, x = np.histogram(vals, bins=20, range=(lo, hi))
         self.hist.plot(x, y, stepMode="center", pen=pg.mkPen(color, width=2), name=name)
+        return int(y.max())
 
     @Slot(object, object, object)
     def _clicked(self, item, points, ev=None) -> None:

@@ -92,6 +92,9 @@ def test_summary_matches_stored_scores_and_a_click_opens_the_image(qtbot, window
         assert summary.table.item(row, 2).text() == "6"
         assert summary.table.item(row, 3).text() == f"{mean:.3f}"
         assert summary.table.item(row, 4).text() == f"{low:.3f} – {high:.3f}"
+    # One scatter series per run, one point per image and run.
+    assert len(summary.scatter_items) == 2
+    assert sorted(len(item.points()) for item in summary.scatter_items) == [6, 6]
 
     # Click a scatter point: the viewer opens that image. The untrained model's confidences
     # differ in the 4th digit, so zoom onto them first, as a user would.
