@@ -224,7 +224,7 @@ class SummaryPanel(QWidget):
                 {
                     "pos": (p.confidence, p.value),
                     "data": p.image_id,
-                    "brush": pg.mkBrush(*color, 170),
+                    "brush": pg.mkBrush(*color, 230),
                     # Misclassified images are triangles: where a wrong answer looked.
                     "symbol": "t" if p.correct is False else "o",
                 }
@@ -232,7 +232,12 @@ class SummaryPanel(QWidget):
                 if p.run_id == r.id and p.value is not None and p.confidence is not None
             ]
             if spots:
-                item = pg.ScatterPlotItem(spots=spots, size=9, pen=pg.mkPen(None), hoverable=True)
+                # Each run drawn smaller than the one before: where runs share a point (a 0/1
+                # score, one model's confidence) the markers nest instead of hiding each other.
+                size = max(4, 13 - 3 * k)
+                item = pg.ScatterPlotItem(
+                    spots=spots, size=size, pen=pg.mkPen(None), hoverable=True
+                )
                 item.sigClicked.connect(self._clicked)
                 self.scatter.addItem(item)
                 self.scatter_items.append(item)
