@@ -10,12 +10,8 @@ import sys
 from pathlib import Path
 
 from fundus_review import __version__
-from fundus_review.cli_args import add_db_option, db_of
+from fundus_review.cli_args import add_db_option, csv_list, db_of
 from fundus_review.errors import FundusReviewError
-
-
-def _csv_list(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def _add_labels(p: argparse.ArgumentParser) -> None:
@@ -34,9 +30,9 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     req = AnalysisRequest(
         dataset=args.dataset,
         bundle=args.model,
-        methods=_csv_list(args.method),
+        methods=csv_list(args.method),
         db=db_of(args),
-        layers=_csv_list(args.layer) if args.layer else None,
+        layers=csv_list(args.layer) if args.layer else None,
         target=args.target,
         labels_csv=args.labels,
         filename_column=args.filename_column,

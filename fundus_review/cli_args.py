@@ -7,6 +7,21 @@ import argparse
 from fundus_review.paths import default_db
 
 
+def csv_list(text: str | None) -> list[str]:
+    """ "a, b,,c" -> ["a", "b", "c"]: the comma-separated lists every command accepts."""
+    return [part.strip() for part in (text or "").split(",") if part.strip()]
+
+
+def add_result_filters(p: argparse.ArgumentParser) -> None:
+    """The selection of stored results shared by `report` and `score` (each repeatable, and
+    comma-separated lists work too)."""
+    p.add_argument("--dataset", action="append", help="dataset name, folder or id (repeatable)")
+    p.add_argument("--model", action="append", help="model name or weights sha256 (repeatable)")
+    p.add_argument("--method", action="append", help="CAM method(s), e.g. gradcam,hirescam")
+    p.add_argument("--structure", action="append", help="structure(s), e.g. optic_disc")
+    p.add_argument("--reviewer", action="append", help="reviewer(s) whose regions are used")
+
+
 def add_db_option(p: argparse.ArgumentParser, default: str | None = None) -> None:
     """`--db FILE|URL`; `default` describes what an omitted --db means (the user's database)."""
     p.add_argument(

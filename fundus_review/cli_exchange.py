@@ -10,19 +10,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from fundus_review.cli_args import add_db_option, db_of
+from fundus_review.cli_args import add_db_option, csv_list, db_of
 from fundus_review.errors import FundusReviewError
-
-
-def _csv_list(text: str) -> list[str]:
-    return [part.strip() for part in text.split(",") if part.strip()]
 
 
 def _filters(p: argparse.ArgumentParser, structures: bool = True) -> None:
     p.add_argument("--dataset", action="append", help="dataset id, name or folder (repeatable)")
     p.add_argument("--reviewer", action="append", help="only this reviewer's work (repeatable)")
     if structures:
-        p.add_argument("--structure", type=_csv_list, help="only these structures, comma-separated")
+        p.add_argument("--structure", type=csv_list, help="only these structures, comma-separated")
 
 
 def _open(args: argparse.Namespace):  # noqa: ANN202 - a store.Database

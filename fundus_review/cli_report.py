@@ -11,14 +11,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from fundus_review.cli_args import add_db_option, db_of
+from fundus_review.cli_args import add_db_option, add_result_filters, csv_list, db_of
 from fundus_review.errors import FundusReviewError
-
-
-def _csv_list(text: str | None) -> list[str] | None:
-    if not text:
-        return None
-    return [part.strip() for part in text.split(",") if part.strip()] or None
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -39,7 +33,7 @@ def _repeatable(values: list[str] | None) -> list[str] | None:
         return None
     out: list[str] = []
     for v in values:
-        out += _csv_list(v) or []
+        out += csv_list(v)
     return out or None
 
 
@@ -86,11 +80,7 @@ def add_report_parser(sub: argparse._SubParsersAction) -> None:
     )
     add_db_option(p)
     p.add_argument("--out", required=True, type=Path, help="folder to write the report into")
-    p.add_argument("--dataset", action="append", help="dataset name, folder or id (repeatable)")
-    p.add_argument("--model", action="append", help="model name or weights sha256 (repeatable)")
-    p.add_argument("--method", action="append", help="CAM method(s), e.g. gradcam,hirescam")
-    p.add_argument("--structure", action="append", help="structure(s), e.g. optic_disc")
-    p.add_argument("--reviewer", action="append", help="reviewer(s) whose regions are used")
+    add_result_filters(p)
     p.add_argument("--seed", type=int, default=0, help="seed of every bootstrap and sample")
     p.add_argument(
         "--resamples", type=int, default=1000, help="bootstrap resamples (>= 1000, default 1000)"
@@ -105,7 +95,7 @@ def add_report_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--gallery-by",
-        type=_csv_list,
+        type=csv_list,
         default=["outcome", "class"],
         help="how galleries are grouped within each structure: any of outcome, class, "
         "confidence, comma-separated (default outcome,class; e.g. outcome,confidence)",
@@ -161,11 +151,7 @@ def add_score_parser(sub: argparse._SubParsersAction) -> None:
         help="score stored heatmaps against the expert regions (the report does this too)",
     )
     add_db_option(p)
-    p.add_argument("--dataset", action="append", help="dataset name, folder or id (repeatable)")
-    p.add_argument("--model", action="append", help="model name or weights sha256 (repeatable)")
-    p.add_argument("--method", action="append", help="CAM method(s)")
-    p.add_argument("--structure", action="append", help="structure(s), e.g. optic_disc")
-    p.add_argument("--reviewer", action="append", help="reviewer(s) whose regions are used")
+    add_result_filters(p)
     p.add_argument("--force", action="store_true", help="recompute scores already stored")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_score)
