@@ -1,3 +1,3 @@
-from fundus_review.cli import main
+from fundus_review.cli.main import main
 
 raise SystemExit(main())

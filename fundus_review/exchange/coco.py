@@ -28,13 +28,13 @@ import cv2
 import numpy as np
 
 from fundus_review import __version__
+from fundus_review.app.identify import identify_images
 from fundus_review.atomic import atomic_write_text
 from fundus_review.core.geometry import Ellipse, GeometryError, mask_box, shape_from_dict
 from fundus_review.core.geometry import rasterize as default_rasterize
 from fundus_review.errors import FundusReviewError
-from fundus_review.exchange.selection import Selection, live_annotations, selected_images
-from fundus_review.identify import identify_images
-from fundus_review.labelsets import LabelSet, load_label_set
+from fundus_review.exchange.region_filter import Selection, live_annotations, selected_images
+from fundus_review.review.labelsets import LabelSet, load_label_set
 from fundus_review.store import repo
 from fundus_review.store.db import Database
 

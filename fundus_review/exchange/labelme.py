@@ -33,11 +33,11 @@ from PIL import Image as PILImage
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from fundus_review.app.identify import identify_images
+from fundus_review.app.importing import RegisteredDataset
 from fundus_review.core.geometry import Ellipse, GeometryError, Point, Polygon, Shape, shape_mask
 from fundus_review.errors import FundusReviewError
-from fundus_review.identify import identify_images
-from fundus_review.importing import RegisteredDataset
-from fundus_review.labelsets import (
+from fundus_review.review.labelsets import (
     LabelSet,
     LabelSetError,
     load_label_set,

@@ -25,7 +25,7 @@ from fundus_review.atomic import atomic_write_text
 from fundus_review.core.geometry import rasterize as default_rasterize
 from fundus_review.data.masks_io import find_mask_files, write_mask_atomic
 from fundus_review.errors import FundusReviewError
-from fundus_review.exchange.selection import Selection, folder_name, live_annotations
+from fundus_review.exchange.region_filter import Selection, folder_name, live_annotations
 from fundus_review.store import repo
 from fundus_review.store.db import Database
 

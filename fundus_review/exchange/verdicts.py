@@ -15,9 +15,9 @@ from pathlib import Path
 
 from sqlalchemy import select
 
+from fundus_review.app.scoring import resolve_dataset_ids
 from fundus_review.atomic import atomic_write_text
-from fundus_review.exchange.selection import Ref, reviewer_ids
-from fundus_review.scoring import resolve_dataset_ids
+from fundus_review.exchange.region_filter import Ref, reviewer_ids
 from fundus_review.store.db import Database
 from fundus_review.store.schema import (
     CamRun,

@@ -23,8 +23,14 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from fundus_review.browse import CORRECTNESS, REVIEW_STATUSES, SORT_KEYS, BrowseFilter, BrowseRow
 from fundus_review.gui.browser_model import ROW_ROLE, BrowserDelegate, BrowserModel
+from fundus_review.views.browse import (
+    CORRECTNESS,
+    REVIEW_STATUSES,
+    SORT_KEYS,
+    BrowseFilter,
+    BrowseRow,
+)
 
 ANY = "(any)"
 

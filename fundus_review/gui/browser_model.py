@@ -17,15 +17,15 @@ from PySide6.QtCore import (
 from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPixmap
 from PySide6.QtWidgets import QListView, QStyle, QStyledItemDelegate, QStyleOptionViewItem
 
-from fundus_review.browse import (
+from fundus_review.gui.tasks import TaskRunner
+from fundus_review.gui.thumbs import THUMB_SIZE, make_thumbnail
+from fundus_review.views.browse import (
     BrowseFilter,
     BrowseRow,
     BrowserState,
     format_badge,
     ordered_indices,
 )
-from fundus_review.gui.tasks import TaskRunner
-from fundus_review.gui.thumbs import THUMB_SIZE, make_thumbnail
 
 ROW_ROLE = Qt.UserRole + 1
 

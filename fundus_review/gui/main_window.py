@@ -20,8 +20,6 @@ from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QMessageBox, QTa
 from fundus_review.errors import FundusReviewError
 from fundus_review.gui.browser import BrowserPanel
 from fundus_review.gui.compare import CompareView
-from fundus_review.gui.loading import load_photo, startup_info
-from fundus_review.gui.overlays import Overlays, build_overlays, pick_overlays
 from fundus_review.gui.pyramid import Pyramid
 from fundus_review.gui.settings import get_str, open_settings
 from fundus_review.gui.side_panel import SidePanel
@@ -33,7 +31,9 @@ from fundus_review.gui.window_annotate import AnnotateMixin, ReviewSession
 from fundus_review.gui.window_jobs import JobsMixin
 from fundus_review.gui.window_open import OpenMixin
 from fundus_review.gui.worker import JobController
-from fundus_review.viewdata import run_for_target
+from fundus_review.views.overlays import Overlays, build_overlays, pick_overlays
+from fundus_review.views.queries import run_for_target
+from fundus_review.views.window_state import load_photo, startup_info
 
 
 class MainWindow(OpenMixin, JobsMixin, AnnotateMixin, QMainWindow):

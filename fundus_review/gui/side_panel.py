@@ -29,10 +29,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from fundus_review.gui.overlays import structure_color
 from fundus_review.gui.side_readouts import PredictionBox, ScoresBox
 from fundus_review.gui.viewer import COLORMAPS
-from fundus_review.viewdata import RunInfo
+from fundus_review.views.overlays import structure_color
+from fundus_review.views.queries import RunInfo
 
 DEFAULT_METHODS = ("gradcam", "hirescam", "gradcam++", "xgradcam", "layercam", "eigencam")
 BINARIZE_CHOICES = ("otsu", "fixed", "top_k")

@@ -16,8 +16,8 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
 )
 
-from fundus_review.gui.overlays import Overlays
-from fundus_review.viewdata import ImageDetail
+from fundus_review.views.overlays import Overlays
+from fundus_review.views.queries import ImageDetail
 
 SCORE_COLUMNS = ("pointing_hit", "energy_in_mask", "pixel_auc", "iou_otsu", "iou_area_match")
 SCORE_HEADERS = {

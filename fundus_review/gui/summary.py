@@ -28,8 +28,8 @@ from PySide6.QtWidgets import (
 )
 
 from fundus_review.core.stats import DEFAULT_RESAMPLES, Correlation, Summary, spearman, summarize
-from fundus_review.viewdata import RunInfo, list_runs
-from fundus_review.viewscores import ScorePoint, score_choices, score_points
+from fundus_review.views.queries import RunInfo, list_runs
+from fundus_review.views.scores import ScorePoint, score_choices, score_points
 
 SEED = 0
 ALL_REVIEWERS = "(all reviewers)"

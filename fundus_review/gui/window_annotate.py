@@ -19,7 +19,6 @@ from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QDockWidget, QMenu, QScrollArea
 
-from fundus_review.annotating import heatmap_id_for
 from fundus_review.errors import FundusReviewError
 from fundus_review.gui.annotate import (
     AnnotationController,
@@ -29,8 +28,9 @@ from fundus_review.gui.annotate import (
     saved_reviewer,
     set_actions_enabled,
 )
-from fundus_review.gui.loading import Session
 from fundus_review.gui.window_jobs import score_dataset
+from fundus_review.review.editor import heatmap_id_for
+from fundus_review.views.window_state import Session
 
 RESCORE_DELAY_MS = 400  # a burst of edits (drag a vertex, undo, redo) is scored once
 # Shortcuts that act on what is drawn: live only while annotating (Esc: see _on_escape).

@@ -14,8 +14,8 @@ from PySide6.QtCore import QTimer, Slot
 from PySide6.QtWidgets import QFileDialog
 
 from fundus_review.errors import FundusReviewError
-from fundus_review.gui.loading import load_bundle_card
 from fundus_review.gui.settings import get_str
+from fundus_review.views.window_state import load_bundle_card
 
 
 def _dataset_key(root: Path) -> str:

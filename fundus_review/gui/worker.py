@@ -12,7 +12,7 @@ import traceback
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
-from fundus_review.analysis import AnalysisRequest, Finished, ImageFailed, Progress, Started
+from fundus_review.app.analyze import AnalysisRequest, Finished, ImageFailed, Progress, Started
 from fundus_review.errors import FundusReviewError
 
 
@@ -32,7 +32,7 @@ class AnalysisWorker(QObject):
 
     @Slot()
     def run(self) -> None:
-        from fundus_review.analysis import run_analysis
+        from fundus_review.app.analyze import run_analysis
 
         try:
             for event in run_analysis(self.request, self.cancel_event, db=self.db):

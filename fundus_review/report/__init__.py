@@ -23,16 +23,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from fundus_review.core import geometry
-from fundus_review.core.metrics import describe_metric
-from fundus_review.data.fov import FovCache
-from fundus_review.errors import FundusReviewError
-from fundus_review.scoring import (
+from fundus_review.app.scoring import (
     ScoringParams,
     ScoringSummary,
     default_fov_cache,
     score_database,
 )
+from fundus_review.core import geometry
+from fundus_review.core.metrics import describe_metric
+from fundus_review.data.fov import FovCache
+from fundus_review.errors import FundusReviewError
 from fundus_review.store.db import Database, open_database
 
 __all__ = ["ReportResult", "write_report"]

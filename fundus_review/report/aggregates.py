@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from fundus_review.core.report_data import (
+from fundus_review.core.score_tables import (
     confidence_correlations,
     count_table,
     grouped_summaries,

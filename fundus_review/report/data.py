@@ -13,9 +13,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from fundus_review.core.aggregate import confidence_band, prediction_outcome
-from fundus_review.core.report_data import guess_negative_class
-from fundus_review.scoring import AgreementRow, ScoringParams, ScoringSummary, select_results
+from fundus_review.app.scoring import AgreementRow, ScoringParams, ScoringSummary, select_results
+from fundus_review.core.score_tables import guess_negative_class
+from fundus_review.core.similarity import confidence_band, prediction_outcome
 from fundus_review.store import repo
 from fundus_review.store.db import Database
 from fundus_review.store.repo import ResultRow

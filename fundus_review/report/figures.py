@@ -12,7 +12,7 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from fundus_review.core.report_data import group_rows
+from fundus_review.core.score_tables import group_rows
 from fundus_review.report.document import Plot, num
 from fundus_review.report.heatmaps import ALL, HeatmapPass
 

@@ -18,7 +18,7 @@ import matplotlib
 import numpy as np
 
 from fundus_review.core.metrics import describe_metric
-from fundus_review.core.report_data import gallery_pick, group_rows
+from fundus_review.core.score_tables import gallery_pick, group_rows
 from fundus_review.core.transform import InputTransform
 from fundus_review.data.fov import FovCache
 from fundus_review.data.images import load_image

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from fundus_review.core.aggregate import heatmap_rank_correlation, heatmap_top_overlap
 from fundus_review.core.metric_inputs import MetricInputError
+from fundus_review.core.similarity import heatmap_rank_correlation, heatmap_top_overlap
 from fundus_review.core.transform import InputTransform
 from fundus_review.data.fov import FovCache
 from fundus_review.errors import FundusReviewError

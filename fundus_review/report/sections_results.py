@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fundus_review.core.report_data import MIN_CORRELATION_N, group_rows
+from fundus_review.core.score_tables import MIN_CORRELATION_N, group_rows
 from fundus_review.report.aggregates import VERDICT_ORDER, AggIndex
 from fundus_review.report.data import ReportData
 from fundus_review.report.document import Para, Section, Table, num, p_text, with_ci

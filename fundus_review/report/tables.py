@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fundus_review.core.report_data import AGGREGATE_FIELDS
+from fundus_review.core.score_tables import AGGREGATE_FIELDS
 from fundus_review.report.data import ROW_FIELDS
 
 

@@ -104,7 +104,7 @@ def set_image_identity(
 
 def image_shape(img: Image) -> tuple[int, int]:
     """(height, width) of a stored image; StoreError while its file has not been read yet
-    (callers first run `fundus_review.identify.identify_images` on it)."""
+    (callers first run `fundus_review.app.identify.identify_images` on it)."""
     if img.width is None or img.height is None:
         raise StoreError(
             f"{img.rel_path}: the size of this image is not known yet (its file has not been "

@@ -115,7 +115,7 @@ class Image(_Timestamps, Base):
     dataset_id: Mapped[int] = mapped_column(ForeignKey("datasets.id", ondelete="CASCADE"))
     rel_path: Mapped[str] = mapped_column(String(4096))
     # Size and content hash are read in a background pass after the fast listing of a folder
-    # (fundus_review.importing): NULL until then. `file_stamp` is the file's stat (size, mtime,
+    # (fundus_review.app.importing): NULL until then. `file_stamp` is the file's stat (size, mtime,
     # ctime, inode) when they were read: an unchanged stamp means the file need not be read again.
     width: Mapped[int | None] = mapped_column(Integer)
     height: Mapped[int | None] = mapped_column(Integer)

@@ -81,8 +81,8 @@ def settings(tmp_path):
 @pytest.fixture(scope="session")
 def analyzed_db(tmp_path_factory, gui_dataset, tiny_bundle) -> Path:
     """A database where gradcam and eigencam ran over the dataset and were scored (made once)."""
-    from fundus_review.analysis import AnalysisRequest, run_analysis
-    from fundus_review.scoring import score_database
+    from fundus_review.app.analyze import AnalysisRequest, run_analysis
+    from fundus_review.app.scoring import score_database
     from fundus_review.store.db import open_database
 
     work = tmp_path_factory.mktemp("analyzed")

@@ -16,7 +16,6 @@ import pytest
 from PySide6.QtCore import QPointF, Qt
 from PySide6.QtWidgets import QHBoxLayout, QInputDialog, QWidget
 
-from fundus_review.annotating import Editor, load_regions
 from fundus_review.core.geometry import Ellipse, Polygon, rasterize, shape_mask
 from fundus_review.gui.annotate import (
     AnnotationController,
@@ -26,6 +25,7 @@ from fundus_review.gui.annotate import (
 )
 from fundus_review.gui.annotate.editors import EllipseEditor, PolygonEditor
 from fundus_review.gui.annotate.shortcuts import TOOLS, help_html
+from fundus_review.review.editor import Editor, load_regions
 from fundus_review.store import open_database, repo
 
 H, W = 96, 128
@@ -436,7 +436,7 @@ def test_users_add_structures_that_persist_and_database_structures_are_listed(
     qtbot, win, monkeypatch, isolated
 ) -> None:  # noqa: ANN001
     from fundus_review.gui.annotate.panel import AddStructureDialog
-    from fundus_review.labelsets import load_label_set
+    from fundus_review.review.labelsets import load_label_set
 
     def fake_exec(dlg):  # noqa: ANN001
         dlg.name.setText("Drusen")

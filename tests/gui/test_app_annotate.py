@@ -10,8 +10,8 @@ from PySide6.QtCore import QPointF, Qt
 from PySide6.QtGui import QAction
 from PySide6.QtWidgets import QInputDialog
 
-from fundus_review.annotating import Editor, load_regions
 from fundus_review.gui.settings import SETTINGS_SCHEMA
+from fundus_review.review.editor import Editor, load_regions
 from fundus_review.store import open_database
 from tests.gui.conftest import open_window
 

@@ -7,8 +7,8 @@ import time
 import numpy as np
 from PySide6.QtCore import Qt, QTimer
 
-from fundus_review.browse import BrowseFilter
-from fundus_review.viewdata import list_runs
+from fundus_review.views.browse import BrowseFilter
+from fundus_review.views.queries import list_runs
 from tests.gui.conftest import open_window
 
 

@@ -9,7 +9,7 @@ from types import SimpleNamespace
 import pytest
 from PySide6.QtCore import QPointF, Qt
 
-from fundus_review.viewdata import list_runs
+from fundus_review.views.queries import list_runs
 from tests.gui.conftest import CLASSES, open_window
 
 
@@ -73,7 +73,7 @@ def _scatter_click_pos(plot, x: float, y: float):
 
 def test_summary_matches_stored_scores_and_a_click_opens_the_image(qtbot, window):
     from fundus_review.core.stats import proportion_ci
-    from fundus_review.viewscores import score_points
+    from fundus_review.views.scores import score_points
 
     window.tabs.setCurrentWidget(window.summary)
     qtbot.waitSignal(window.summary.updated, timeout=60_000).wait()

@@ -7,8 +7,8 @@ import os
 import numpy as np
 from PIL import Image
 
-from fundus_review.gui.overlays import mask_outline, structure_color
 from fundus_review.gui.thumbs import make_thumbnail, thumbnail_path
+from fundus_review.views.overlays import mask_outline, structure_color
 
 
 def test_outline_of_a_square_runs_through_pixel_centres():

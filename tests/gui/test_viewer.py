@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 from PySide6.QtCore import QPointF
 
-from fundus_review.gui.overlays import Overlays
 from fundus_review.gui.viewer import ImageViewer
+from fundus_review.views.overlays import Overlays
 
 
 def _shown_value(item, x: float, y: float):

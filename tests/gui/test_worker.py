@@ -6,10 +6,10 @@ import time
 
 from PySide6.QtCore import QTimer
 
-from fundus_review.analysis import AnalysisRequest
+from fundus_review.app.analyze import AnalysisRequest
 from fundus_review.gui.worker import JobController
 from fundus_review.store.db import open_database
-from fundus_review.viewdata import list_runs, load_browse_rows
+from fundus_review.views.queries import list_runs, load_browse_rows
 
 
 def _request(gui_dataset, tiny_bundle, db, **kw) -> AnalysisRequest:

@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image as PILImage
 
-from fundus_review.analysis import (
+from fundus_review.app.analyze import (
     AnalysisRequest,
     Finished,
     ImageFailed,

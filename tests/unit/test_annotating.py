@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 from sqlalchemy import func, select
 
-from fundus_review.annotating import (
+from fundus_review.core.geometry import Brush, Ellipse, Point, Polygon, paint_stroke, rasterize
+from fundus_review.review.editor import (
     Compound,
     CreateRegion,
     DeleteRegion,
@@ -21,7 +22,6 @@ from fundus_review.annotating import (
     heatmap_id_for,
     load_regions,
 )
-from fundus_review.core.geometry import Brush, Ellipse, Point, Polygon, paint_stroke, rasterize
 from fundus_review.store import Database, open_database, repo
 from fundus_review.store.schema import Annotation, Score
 

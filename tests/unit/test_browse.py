@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from fundus_review.browse import (
+from fundus_review.views.browse import (
     BrowseFilter,
     BrowseRow,
     BrowserState,

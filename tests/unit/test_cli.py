@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from PIL import Image as PILImage
 
-from fundus_review.cli import main
+from fundus_review.cli.main import main
 from fundus_review.inference.bundle import ModelCard, write_bundle
 from tests.conftest import REPO_ROOT
 from tests.unit.cam_models import RedSpotNet

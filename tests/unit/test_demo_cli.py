@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from fundus_review import cli_demo
-from fundus_review.cli import main
+from fundus_review.cli import demo as cli_demo
+from fundus_review.cli.main import main
 from fundus_review.data.synthetic import demo_dataset_info
 from fundus_review.errors import BundleError, DatasetError
 

@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fundus_review.annotating import Editor, load_regions
-from fundus_review.cli_exchange import add_exchange_parsers
+from fundus_review.app.importing import import_masks, register_dataset
+from fundus_review.app.scoring import score_database
+from fundus_review.cli.exchange import add_exchange_parsers
 from fundus_review.core.geometry import Brush, Ellipse, Point, Polygon, shape_mask
 from fundus_review.core.transform import make_transform
 from fundus_review.data.fov import FovCache
@@ -23,10 +24,9 @@ from fundus_review.errors import FundusReviewError
 from fundus_review.exchange.coco import export_coco, mask_to_rle, rle_to_mask
 from fundus_review.exchange.labelme import import_labelme
 from fundus_review.exchange.masks import export_masks
-from fundus_review.exchange.selection import Selection
+from fundus_review.exchange.region_filter import Selection
 from fundus_review.exchange.verdicts import export_verdicts, verdict_counts, verdict_rows
-from fundus_review.importing import import_masks, register_dataset
-from fundus_review.scoring import score_database
+from fundus_review.review.editor import Editor, load_regions
 from fundus_review.store import open_database, repo
 
 H, W = 48, 64

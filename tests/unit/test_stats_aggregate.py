@@ -7,7 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fundus_review.core.aggregate import (
+from fundus_review.core.metric_inputs import MetricInputError
+from fundus_review.core.metrics import mask_agreement, scaled_tolerance, score_heatmap
+from fundus_review.core.similarity import (
     confidence_band,
     group_summary,
     heatmap_rank_correlation,
@@ -16,8 +18,6 @@ from fundus_review.core.aggregate import (
     prediction_outcome,
     resample_heatmap,
 )
-from fundus_review.core.metric_inputs import MetricInputError
-from fundus_review.core.metrics import mask_agreement, scaled_tolerance, score_heatmap
 from fundus_review.core.stats import summarize
 
 

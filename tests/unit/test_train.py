@@ -16,19 +16,19 @@ from safetensors.torch import load_file
 from torch import nn
 from torch.utils.data import Dataset
 
-from fundus_review.cli import build_parser, main
+from fundus_review.cli.main import build_parser, main
+from fundus_review.cli.train import command_for, config_from_args
 from fundus_review.data.images import load_image
 from fundus_review.data.synthetic import write_demo_dataset
 from fundus_review.errors import DatasetError, FundusReviewError
-from fundus_review.inference import train as train_mod
-from fundus_review.inference import train_data as td
 from fundus_review.inference.bundle import load_bundle
 from fundus_review.inference.preprocess import prepare_batch
-from fundus_review.inference.train import TrainConfig, train_model
-from fundus_review.inference.train_cli import command_for, config_from_args
-from fundus_review.inference.train_output import EvalResult
-from fundus_review.inference.train_setup import TrainError, apply_unfreeze, build_model
-from fundus_review.inference.train_split import synthetic_provenance
+from fundus_review.training import data as td
+from fundus_review.training import train as train_mod
+from fundus_review.training.output import EvalResult
+from fundus_review.training.setup import TrainError, apply_unfreeze, build_model
+from fundus_review.training.split import synthetic_provenance
+from fundus_review.training.train import TrainConfig, train_model
 
 TINY = "tests.unit.test_train:tiny_cnn"
 

@@ -6,17 +6,17 @@ import numpy as np
 import pytest
 
 from fundus_review.core.transform import make_transform
-from fundus_review.gui.overlays import pick_overlays
 from fundus_review.store import repo
 from fundus_review.store.db import open_database
-from fundus_review.viewdata import (
+from fundus_review.views.overlays import pick_overlays
+from fundus_review.views.queries import (
     RunInfo,
     heatmap_target,
     list_runs,
     load_browse_rows,
     run_for_target,
 )
-from fundus_review.viewscores import score_choices, score_points
+from fundus_review.views.scores import score_choices, score_points
 
 H, W = 8, 12
 CLASSES = ["glaucoma", "normal"]

@@ -12,8 +12,8 @@ from collections.abc import Callable
 
 from PySide6.QtGui import QUndoCommand
 
-from fundus_review.annotating import Command, Editor
 from fundus_review.errors import FundusReviewError
+from fundus_review.review.editor import Command, Editor
 
 
 class DbUndoCommand(QUndoCommand):

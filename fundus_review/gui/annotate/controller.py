@@ -17,7 +17,6 @@ import pyqtgraph as pg
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
 from PySide6.QtGui import QGuiApplication, QUndoGroup, QUndoStack
 
-from fundus_review.annotating import Command, Editor, Region, load_regions, regions_fingerprint
 from fundus_review.core.geometry import GeometryError
 from fundus_review.errors import FundusReviewError
 from fundus_review.gui.annotate.commands import DbUndoCommand
@@ -26,7 +25,8 @@ from fundus_review.gui.annotate.layers import Z_PREVIEW, MaskOverlay, OutlineLay
 from fundus_review.gui.annotate.strokes import Stroke
 from fundus_review.gui.annotate.surface import BrushCursor, DrawSurface
 from fundus_review.gui.annotate.tools import ToolHandlers
-from fundus_review.labelsets import LabelSet, StructureDef, load_label_set
+from fundus_review.review.editor import Command, Editor, Region, load_regions, regions_fingerprint
+from fundus_review.review.labelsets import LabelSet, StructureDef, load_label_set
 from fundus_review.store import repo
 from fundus_review.store.db import Database
 from fundus_review.store.schema import Image

@@ -14,8 +14,8 @@ import pyqtgraph as pg
 from PySide6.QtCore import QRectF, Qt
 from PySide6.QtGui import QColor
 
-from fundus_review.annotating import Region
 from fundus_review.core.geometry import Ellipse, Point, Polygon, mask_box
+from fundus_review.review.editor import Region
 
 Z_OVERLAY, Z_OUTLINES, Z_PREVIEW, Z_SURFACE, Z_EDITOR = 55, 60, 75, 70, 80
 

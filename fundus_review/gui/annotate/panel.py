@@ -32,8 +32,8 @@ from fundus_review.gui.annotate.controller import TOOL_NAMES, AnnotationControll
 from fundus_review.gui.annotate.review_box import ReviewBox
 from fundus_review.gui.annotate.reviewer import ask_reviewer
 from fundus_review.gui.annotate.shortcuts import TOOLS, ShortcutHelp
-from fundus_review.labelsets import TOOLS as DEFAULT_TOOLS
-from fundus_review.labelsets import add_user_structure, generated_color, load_label_set
+from fundus_review.review.labelsets import TOOLS as DEFAULT_TOOLS
+from fundus_review.review.labelsets import add_user_structure, generated_color, load_label_set
 
 
 def swatch(color: tuple[int, int, int]) -> QIcon:

@@ -13,9 +13,9 @@ from typing import Any
 
 import numpy as np
 
-from fundus_review.annotating import Command, Editor, Region
 from fundus_review.core.geometry import Brush, apply_op, paint_segment
 from fundus_review.core.painting import union_box
+from fundus_review.review.editor import Command, Editor, Region
 
 
 def _rounded(x: float, y: float) -> tuple[float, float]:

@@ -13,10 +13,10 @@ import math
 import numpy as np
 from PySide6.QtCore import Qt
 
-from fundus_review.annotating import Compound, Region
 from fundus_review.core.geometry import Ellipse, GeometryError, Point, Polygon, mask_box
 from fundus_review.errors import FundusReviewError
 from fundus_review.gui.annotate.strokes import Stroke, fill_command
+from fundus_review.review.editor import Compound, Region
 
 _CLOSE_PX = 10  # a click this close (screen pixels) to the first vertex closes the polygon
 

@@ -17,16 +17,16 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from fundus_review import __version__
-from fundus_review.inference import train_data as td
+from fundus_review.cli.train import command_for
 from fundus_review.inference.bundle import ModelCard, load_bundle, write_bundle
-from fundus_review.inference.train_cli import command_for
-from fundus_review.inference.train_config import (
+from fundus_review.training import data as td
+from fundus_review.training.config import (
     EpochStats,
     PreprocessConfig,
     TrainConfig,
     TrainResult,
 )
-from fundus_review.inference.train_split import DataSplit, synthetic_provenance
+from fundus_review.training.split import DataSplit, synthetic_provenance
 
 LOG_FILE = "training_log.csv"
 HELDOUT_FILE = "heldout.txt"

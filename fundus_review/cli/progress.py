@@ -6,7 +6,7 @@ import sys
 
 from tqdm import tqdm
 
-from fundus_review.analysis import (
+from fundus_review.app.analyze import (
     AnalysisRequest,
     Finished,
     ImageFailed,

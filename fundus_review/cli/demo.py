@@ -76,8 +76,8 @@ def run_demo(
     n: int = 60, home: Path | None = None, quiet: bool = False, report: bool = True
 ) -> DemoResult:
     """Generate (if absent), analyze with both demo models, score; optionally write the report."""
-    from fundus_review.analysis import AnalysisRequest
-    from fundus_review.cli_progress import run_with_progress
+    from fundus_review.app.analyze import AnalysisRequest
+    from fundus_review.cli.progress import run_with_progress
     from fundus_review.errors import DatasetError
 
     if n < 2:
@@ -104,7 +104,7 @@ def run_demo(
 
 def _score(db: Path) -> None:
     """Score the heatmaps against the imported masks (only what is not scored yet)."""
-    from fundus_review.scoring import score_database
+    from fundus_review.app.scoring import score_database
     from fundus_review.store.db import open_database
 
     database = open_database(db)
@@ -166,7 +166,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     home = Path(args.home).expanduser() if args.home else None
     result = run_demo(n=args.n, home=home, quiet=args.quiet, report=args.no_gui)
     if not args.no_gui:
-        from fundus_review.cli_gui import launch_gui
+        from fundus_review.cli.gui import launch_gui
 
         return launch_gui(dataset=result.data, db=result.db)
     print("\nHeatmap maximum inside the optic disc (pointing game, default tolerance):")

@@ -16,10 +16,10 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from fundus_review.app.identify import Progress, file_stamp, identify_images
 from fundus_review.data.dataset import DatasetScan, scan_dataset
 from fundus_review.data.masks_io import find_mask_files, load_mask
 from fundus_review.errors import FundusReviewError
-from fundus_review.identify import Progress, file_stamp, identify_images
 from fundus_review.store import repo
 from fundus_review.store.db import Database
 from fundus_review.store.schema import Annotation, Image, Label, utcnow

@@ -11,14 +11,14 @@ from pathlib import Path
 
 import numpy as np
 
-from fundus_review.analysis import AnalysisRequest
-from fundus_review.browse import BrowseRow
+from fundus_review.app.analyze import AnalysisRequest
+from fundus_review.app.identify import Progress, identify_images
+from fundus_review.app.importing import RegisteredDataset
 from fundus_review.errors import FundusReviewError
-from fundus_review.identify import Progress, identify_images
-from fundus_review.importing import RegisteredDataset
 from fundus_review.paths import cache_dir, shipped_models_dir
 from fundus_review.store.db import Database, open_database
-from fundus_review.viewdata import (
+from fundus_review.views.browse import BrowseRow
+from fundus_review.views.queries import (
     DatasetInfo,
     ImageDetail,
     RunInfo,
@@ -31,7 +31,7 @@ from fundus_review.viewdata import (
     list_runs,
     load_browse_rows,
 )
-from fundus_review.viewscores import score_choices
+from fundus_review.views.scores import score_choices
 
 
 class Session:
@@ -78,7 +78,7 @@ class Session:
     def register(self, folder: Path, labels_csv=None) -> tuple[RegisteredDataset, bool]:
         """List the folder into the database (fast: no file is read); returns (listing, whether
         the folder was new to the database). `finish_registration` does the reading."""
-        from fundus_review.importing import register_dataset
+        from fundus_review.app.importing import register_dataset
 
         db = self._need_db()
         first_time = find_dataset_id(db, folder) is None
@@ -99,7 +99,7 @@ class Session:
         import of them succeeded: re-reading thousands of mask files on every open would only
         repeat an idempotent import (the Attach menu re-imports on demand).
         """
-        from fundus_review.importing import has_imported_masks, import_masks
+        from fundus_review.app.importing import has_imported_masks, import_masks
 
         db = self._need_db()
         problems = list(reg.problems) + identify_images(db, reg.unread, progress, cancel)

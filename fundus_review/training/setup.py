@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 from fundus_review.errors import FundusReviewError
-from fundus_review.inference import pretrained
 from fundus_review.inference.architectures import build_architecture, find_head
+from fundus_review.training import pretrained
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from fundus_review.core.transform import POLICIES
-from fundus_review.inference.train_setup import TrainError
+from fundus_review.training.setup import TrainError
 
 ARCHITECTURE_DEFAULT = "timm:tf_efficientnet_lite0"
 CLASS_WEIGHTING = ("none", "weighted_loss", "balanced_sampler")

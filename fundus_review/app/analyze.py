@@ -16,9 +16,9 @@ from pathlib import Path
 
 import numpy as np
 
+from fundus_review.app.importing import RegisteredDataset, import_masks, register_dataset
 from fundus_review.data.images import load_image
 from fundus_review.errors import FundusReviewError
-from fundus_review.importing import RegisteredDataset, import_masks, register_dataset
 from fundus_review.store import repo
 from fundus_review.store.db import Database, open_database
 from fundus_review.store.schema import CamRun, Image, ModelRecord

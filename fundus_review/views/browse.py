@@ -2,7 +2,7 @@
 
 The GUI's list model only maps row numbers onto `BrowserState.visible`; everything a reviewer can
 filter or sort by lives here so it is tested without a display. Rows are plain values loaded in a
-handful of bulk queries (see `fundus_review.viewdata.load_browse_rows`), so a 10,000-image dataset
+handful of bulk queries (see `fundus_review.views.queries.load_browse_rows`), so a 10,000-image dataset
 filters and sorts in milliseconds.
 """
 

@@ -22,17 +22,17 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, WeightedRandomSampler
 
-from fundus_review.inference import train_data as td
-from fundus_review.inference import train_setup as ts
-from fundus_review.inference.train_config import (
+from fundus_review.training import data as td
+from fundus_review.training import setup as ts
+from fundus_review.training.config import (
     EpochStats,
     TrainConfig,
     TrainProgress,
     TrainResult,
     resolve_device,
 )
-from fundus_review.inference.train_output import EvalResult, evaluate, write_training_bundle
-from fundus_review.inference.train_split import load_split
+from fundus_review.training.output import EvalResult, evaluate, write_training_bundle
+from fundus_review.training.split import load_split
 
 __all__ = [
     "EpochStats",

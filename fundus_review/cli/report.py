@@ -2,7 +2,7 @@
 `fundus-review score` (only the scoring, e.g. `--force` after changing the FOV algorithm).
 
 Register with ``add_report_parser(sub)`` and ``add_score_parser(sub)`` in ``cli.build_parser``;
-``python -m fundus_review.cli_report --db FILE --out DIR`` runs the report on its own.
+``python -m fundus_review.cli.report --db FILE --out DIR`` runs the report on its own.
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from fundus_review.cli_args import add_db_option, add_result_filters, csv_list, db_of
+from fundus_review.cli.args import add_db_option, add_result_filters, csv_list, db_of
 from fundus_review.errors import FundusReviewError
 
 
@@ -111,7 +111,7 @@ def add_report_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_score(args: argparse.Namespace) -> int:
-    from fundus_review.scoring import score_database
+    from fundus_review.app.scoring import score_database
     from fundus_review.store.db import open_database
 
     db_arg = db_of(args)

@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from fundus_review import __version__
-from fundus_review.cli_args import add_db_option, csv_list, db_of
+from fundus_review.cli.args import add_db_option, csv_list, db_of
 from fundus_review.errors import FundusReviewError
 
 
@@ -24,8 +24,8 @@ def _add_labels(p: argparse.ArgumentParser) -> None:
 
 # --------------------------------------------------------------------------------------- analyze
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from fundus_review.analysis import AnalysisRequest
-    from fundus_review.cli_progress import run_with_progress
+    from fundus_review.app.analyze import AnalysisRequest
+    from fundus_review.cli.progress import run_with_progress
 
     req = AnalysisRequest(
         dataset=args.dataset,
@@ -81,7 +81,7 @@ def _analyze_parser(sub: argparse._SubParsersAction) -> None:
 
 # ---------------------------------------------------------------------------------- import-masks
 def cmd_import_masks(args: argparse.Namespace) -> int:
-    from fundus_review.importing import import_masks, register_dataset
+    from fundus_review.app.importing import import_masks, register_dataset
     from fundus_review.store.db import open_database
 
     db = open_database(db_of(args))
@@ -183,11 +183,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _extra_parsers() -> list:
     # Commands defined in their own modules; their heavy imports happen only when they run.
-    from fundus_review.cli_demo import add_demo_parser
-    from fundus_review.cli_exchange import add_exchange_parsers
-    from fundus_review.cli_gui import add_gui_parser
-    from fundus_review.cli_report import add_report_parser, add_score_parser
-    from fundus_review.inference.train_cli import add_train_parser
+    from fundus_review.cli.demo import add_demo_parser
+    from fundus_review.cli.exchange import add_exchange_parsers
+    from fundus_review.cli.gui import add_gui_parser
+    from fundus_review.cli.report import add_report_parser, add_score_parser
+    from fundus_review.cli.train import add_train_parser
 
     return [
         add_train_parser,

@@ -9,8 +9,8 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from fundus_review.app.scoring import resolve_dataset_ids
 from fundus_review.errors import FundusReviewError
-from fundus_review.scoring import resolve_dataset_ids
 from fundus_review.store.schema import Annotation, Dataset, Image, Reviewer
 
 Ref = int | str

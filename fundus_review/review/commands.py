@@ -1,4 +1,4 @@
-"""The undoable commands behind ``fundus_review.annotating`` (Qt-free).
+"""The undoable commands behind ``fundus_review.review.editor`` (Qt-free).
 
 A command changes expert regions or review state inside the caller's transaction: ``apply``
 does (and redoes) it, ``revert`` undoes it. Deletes are soft, so undoing a delete restores the

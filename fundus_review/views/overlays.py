@@ -18,8 +18,8 @@ from fundus_review.core.pointing import PointingResult, pointing_game, tolerance
 from fundus_review.core.transform import InputTransform
 from fundus_review.gui.pyramid import Pyramid
 from fundus_review.store.db import Database
-from fundus_review.viewdata import heatmap_target, load_heatmap, load_regions
-from fundus_review.viewscores import stored_scores
+from fundus_review.views.queries import heatmap_target, load_heatmap, load_regions
+from fundus_review.views.scores import stored_scores
 
 # Fixed colours for the usual structures; others get a stable colour from their name.
 STRUCTURE_COLORS: dict[str, tuple[int, int, int]] = {

@@ -22,6 +22,12 @@ from typing import Any
 
 import numpy as np
 
+from fundus_review.app.selection import (  # noqa: F401 - re-exported
+    Ref,
+    resolve_dataset_ids,
+    resolve_model_ids,
+    select_results,
+)
 from fundus_review.core import geometry
 from fundus_review.core.metrics import (
     MetricInputError,
@@ -35,12 +41,6 @@ from fundus_review.data.fov import FOV_ALGORITHM_VERSION, FovCache
 from fundus_review.data.images import file_sha256, load_image
 from fundus_review.errors import FundusReviewError
 from fundus_review.paths import cache_dir
-from fundus_review.selection import (  # noqa: F401 - re-exported
-    Ref,
-    resolve_dataset_ids,
-    resolve_model_ids,
-    select_results,
-)
 from fundus_review.store import repo
 from fundus_review.store.db import Database
 from fundus_review.store.repo import ResultRow

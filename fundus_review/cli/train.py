@@ -13,7 +13,7 @@ import sys
 from dataclasses import fields
 from pathlib import Path
 
-from fundus_review.inference.train_config import CLASS_WEIGHTING, TrainConfig, TrainProgress
+from fundus_review.training.config import CLASS_WEIGHTING, TrainConfig, TrainProgress
 
 # TrainConfig field -> command-line option, in the order `command_for` writes them.
 _OPTIONS = {
@@ -254,7 +254,7 @@ class _ProgressPrinter:
 def cmd_train(args: argparse.Namespace) -> int:
     import torch
 
-    from fundus_review.inference.train import train_model
+    from fundus_review.training.train import train_model
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -11,8 +11,8 @@ from pathlib import Path
 from fundus_review.data.dataset import ImageRecord, scan_dataset
 from fundus_review.data.images import file_sha256
 from fundus_review.errors import DatasetError, ImageLoadError
-from fundus_review.inference import train_data as td
-from fundus_review.inference.train_config import PreprocessConfig, TrainConfig, TrainProgress
+from fundus_review.training import data as td
+from fundus_review.training.config import PreprocessConfig, TrainConfig, TrainProgress
 
 
 @dataclass

@@ -23,7 +23,10 @@ import numpy as np
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from fundus_review.annotation_commands import (
+from fundus_review.app.identify import identify_images
+from fundus_review.core.geometry import Shape, rasterize, shape_from_dict, shape_mask
+from fundus_review.errors import FundusReviewError
+from fundus_review.review.commands import (
     Command,
     Compound,
     Content,
@@ -35,9 +38,6 @@ from fundus_review.annotation_commands import (
     SetReviewStatus,
     SetVerdict,
 )
-from fundus_review.core.geometry import Shape, rasterize, shape_from_dict, shape_mask
-from fundus_review.errors import FundusReviewError
-from fundus_review.identify import identify_images
 from fundus_review.store import repo
 from fundus_review.store.codec import decode_mask, encode_mask
 from fundus_review.store.db import Database

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from fundus_review.cli_args import add_db_option
+from fundus_review.cli.args import add_db_option
 
 
 def launch_gui(

@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 from sqlalchemy import func, select
 
-from fundus_review.browse import BrowseRow
 from fundus_review.store.codec import decode_heatmap, decode_mask
 from fundus_review.store.db import Database
 from fundus_review.store.schema import (
@@ -31,6 +30,7 @@ from fundus_review.store.schema import (
     Reviewer,
     Score,
 )
+from fundus_review.views.browse import BrowseRow
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from fundus_review.cli_args import add_db_option, csv_list, db_of
+from fundus_review.cli.args import add_db_option, csv_list, db_of
 from fundus_review.errors import FundusReviewError
 
 
@@ -28,7 +28,7 @@ def _open(args: argparse.Namespace):  # noqa: ANN202 - a store.Database
 
 
 def _selection(args: argparse.Namespace):  # noqa: ANN202 - an exchange.selection.Selection
-    from fundus_review.exchange.selection import Selection
+    from fundus_review.exchange.region_filter import Selection
 
     datasets = [int(d) if d.isdigit() else d for d in args.dataset] if args.dataset else None
     return Selection(datasets, args.reviewer, getattr(args, "structure", None))
@@ -89,8 +89,8 @@ def _label_map(items: list[str] | None) -> dict[str, str]:
 
 
 def cmd_import_labelme(args: argparse.Namespace) -> int:
+    from fundus_review.app.importing import register_dataset
     from fundus_review.exchange.labelme import import_labelme
-    from fundus_review.importing import register_dataset
 
     label_map = _label_map(args.map)
     with _open(args) as db:

@@ -1,6 +1,6 @@
 """Which stored heatmaps a scoring run or a report covers: datasets, models and methods by name.
 
-Shared by ``fundus_review.scoring`` and ``fundus_review.report`` so that both resolve the user's
+Shared by ``fundus_review.app.scoring`` and ``fundus_review.report`` so that both resolve the user's
 filters (ids, names, dataset folders, weight hashes) the same way and fail with the same message.
 """
 

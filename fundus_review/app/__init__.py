@@ -1,0 +1,1 @@
+"""Use cases both faces call: import, identify, analyse, score, select."""

@@ -1,0 +1,1 @@
+"""Expert regions: the Qt-free editor, its undoable commands, label sets."""

@@ -1,0 +1,1 @@
+"""Training the project's own classifiers into model bundles."""
