@@ -1,48 +1,18 @@
 """Command-line face of training: `fundus-review train DATASET --out BUNDLE [options]`.
 
 `add_train_parser(sub)` registers the sub-command; `config_from_args` turns parsed options into a
-`TrainConfig`; `command_for(config)` writes the one command that reproduces a config (recorded in
-every bundle's card).
+`TrainConfig`. The command that reproduces a config (``training.command.command_for``) is
+recorded in every bundle's card.
 """
 
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from dataclasses import fields
 from pathlib import Path
 
 from fundus_review.training.config import CLASS_WEIGHTING, TrainConfig, TrainProgress
-
-# TrainConfig field -> command-line option, in the order `command_for` writes them.
-_OPTIONS = {
-    "out": "--out",
-    "labels_csv": "--labels",
-    "filename_column": "--filename-column",
-    "label_column": "--label-column",
-    "architecture": "--arch",
-    "model_kwargs": "--model-kwargs",
-    "init": "--init",
-    "image_size": "--image-size",
-    "resize": "--resize",
-    "crop_pct": "--crop-pct",
-    "mean": "--mean",
-    "std": "--std",
-    "epochs": "--epochs",
-    "batch_size": "--batch-size",
-    "lr": "--lr",
-    "weight_decay": "--weight-decay",
-    "unfreeze_blocks": "--unfreeze-blocks",
-    "class_weighting": "--class-weighting",
-    "val_fraction": "--val-fraction",
-    "seed": "--seed",
-    "device": "--device",
-    "num_workers": "--num-workers",
-    "target_layer": "--target-layer",
-    "name": "--name",
-    "description": "--description",
-}
 
 
 def _size(text: str) -> int | tuple[int, int]:
@@ -179,36 +149,6 @@ def config_from_args(ns: argparse.Namespace) -> TrainConfig:
     kwargs = {k: v for k, v in vars(ns).items() if k in known and v is not None}
     kwargs["weights_dtype"] = "float32" if getattr(ns, "fp32", False) else "float16"
     return TrainConfig(**kwargs)
-
-
-def _fmt(value: object) -> str:
-    if isinstance(value, tuple) and value and all(isinstance(v, tuple) for v in value):
-        return ",".join(f"{k}={_fmt(v)}" for k, v in value)
-    if isinstance(value, bool):
-        return str(value).lower()
-    if isinstance(value, tuple):
-        if len(value) == 2 and all(isinstance(v, int) for v in value):
-            return f"{value[0]}x{value[1]}"
-        return ",".join(f"{v:g}" for v in value)
-    if isinstance(value, float):
-        return f"{value:g}"
-    return str(value)
-
-
-def command_for(config: TrainConfig) -> str:
-    """The `fundus-review train` command that reproduces ``config`` (defaults left out)."""
-    default = TrainConfig(data=config.data, out=config.out)
-    args = ["fundus-review", "train", str(config.data)]
-    for name, option in _OPTIONS.items():
-        value = getattr(config, name)
-        if name != "out" and (value is None or value == getattr(default, name) or value == ""):
-            continue
-        args += [option, _fmt(value)]
-    if not config.augment:
-        args.append("--no-augment")
-    if config.weights_dtype == "float32":
-        args.append("--fp32")
-    return " ".join(shlex.quote(a) for a in args)
 
 
 class _ProgressPrinter:

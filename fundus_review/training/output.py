@@ -17,9 +17,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from fundus_review import __version__
-from fundus_review.cli.train import command_for
 from fundus_review.inference.bundle import ModelCard, load_bundle, write_bundle
 from fundus_review.training import data as td
+from fundus_review.training.command import command_for
 from fundus_review.training.config import (
     EpochStats,
     PreprocessConfig,

@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from fundus_review.cli.main import build_parser, main
-from fundus_review.cli.train import command_for, config_from_args
+from fundus_review.cli.train import config_from_args
 from fundus_review.data.images import load_image
 from fundus_review.data.synthetic import write_demo_dataset
 from fundus_review.errors import DatasetError, FundusReviewError
@@ -25,6 +25,7 @@ from fundus_review.inference.bundle import load_bundle
 from fundus_review.inference.preprocess import prepare_batch
 from fundus_review.training import data as td
 from fundus_review.training import train as train_mod
+from fundus_review.training.command import command_for
 from fundus_review.training.output import EvalResult
 from fundus_review.training.setup import TrainError, apply_unfreeze, build_model
 from fundus_review.training.split import synthetic_provenance
@@ -512,3 +513,12 @@ def test_recorded_demo_data_command_writes_the_same_files(tmp_path: Path) -> Non
         (original / f).read_bytes() == (tmp_path / "again" / f).read_bytes() for f in files
     )
     assert synthetic_provenance(tmp_path) == {}  # not a synthetic set
+
+
+def test_every_recorded_option_is_one_the_train_command_accepts() -> None:
+    # The option table lives in training/ (the bundle writer records it); the parser in cli/.
+    from fundus_review.training.command import OPTIONS
+
+    sub = build_parser()._subparsers._group_actions[0].choices["train"]
+    accepted = {s for a in sub._actions for s in a.option_strings}
+    assert set(OPTIONS.values()) <= accepted, set(OPTIONS.values()) - accepted
