@@ -21,9 +21,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from fundus_review.gui.pyramid import Pyramid
 from fundus_review.gui.viewer import ImageViewer
 from fundus_review.views.overlays import build_overlays
+from fundus_review.views.pyramid import Pyramid
 from fundus_review.views.queries import RunInfo
 
 MAX_TILES = 6

@@ -20,7 +20,6 @@ from PySide6.QtWidgets import QDockWidget, QLabel, QMainWindow, QMessageBox, QTa
 from fundus_review.errors import FundusReviewError
 from fundus_review.gui.browser import BrowserPanel
 from fundus_review.gui.compare import CompareView
-from fundus_review.gui.pyramid import Pyramid
 from fundus_review.gui.settings import get_str, open_settings
 from fundus_review.gui.side_panel import SidePanel
 from fundus_review.gui.summary import SummaryPanel
@@ -32,6 +31,7 @@ from fundus_review.gui.window_jobs import JobsMixin
 from fundus_review.gui.window_open import OpenMixin
 from fundus_review.gui.worker import JobController
 from fundus_review.views.overlays import Overlays, build_overlays, pick_overlays
+from fundus_review.views.pyramid import Pyramid
 from fundus_review.views.queries import run_for_target
 from fundus_review.views.window_state import load_photo, startup_info
 

@@ -23,8 +23,8 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from fundus_review.atomic import atomic_write_bytes
-from fundus_review.gui.pyramid import PreviewPyramid, Pyramid, preview_level
 from fundus_review.paths import cache_dir
+from fundus_review.views.pyramid import PreviewPyramid, Pyramid, preview_level
 
 THUMB_SIZE = 128
 PREVIEW_MAX_SIDE = 1280

@@ -13,8 +13,8 @@ import pyqtgraph as pg
 from PySide6.QtCore import QRectF, Qt, Signal, Slot
 from PySide6.QtGui import QColor
 
-from fundus_review.gui.pyramid import Pyramid, Window, choose_window, crop
 from fundus_review.views.overlays import Overlays, structure_color
+from fundus_review.views.pyramid import Pyramid, Window, choose_window, crop
 
 pg.setConfigOptions(imageAxisOrder="row-major", antialias=False)
 

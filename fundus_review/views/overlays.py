@@ -16,8 +16,8 @@ import numpy as np
 from fundus_review.core.binarize import binarize
 from fundus_review.core.pointing import PointingResult, pointing_game, tolerance_from_transform
 from fundus_review.core.transform import InputTransform
-from fundus_review.gui.pyramid import Pyramid
 from fundus_review.store.db import Database
+from fundus_review.views.pyramid import Pyramid
 from fundus_review.views.queries import heatmap_target, load_heatmap, load_regions
 from fundus_review.views.scores import stored_scores
 

@@ -238,8 +238,8 @@ def test_a_large_photo_seen_before_shows_its_cached_preview_until_it_is_decoded(
     from PIL import Image
 
     from fundus_review.gui.main_window import MainWindow
-    from fundus_review.gui.pyramid import PreviewPyramid, Pyramid
     from fundus_review.gui.thumbs import load_preview
+    from fundus_review.views.pyramid import PreviewPyramid, Pyramid
 
     root = isolated / "large"
     root.mkdir()

@@ -55,7 +55,7 @@ def test_thumbnail_is_made_once_and_remade_when_the_file_changes(tmp_path):
 
 
 def test_pyramid_levels_halve_with_area_averaging():
-    from fundus_review.gui.pyramid import Pyramid
+    from fundus_review.views.pyramid import Pyramid
 
     base = np.zeros((1030, 1540, 3), np.uint8)
     base[:, 1::2] = 200  # one-pixel stripes: a level must average them, not pick one
@@ -71,7 +71,7 @@ def test_pyramid_levels_halve_with_area_averaging():
 
 
 def test_window_picks_the_screen_level_and_crops_what_is_visible():
-    from fundus_review.gui.pyramid import Pyramid, choose_window, crop
+    from fundus_review.views.pyramid import Pyramid, choose_window, crop
 
     pyr = Pyramid(np.zeros((2848, 4288), np.float32))
     # Whole image on a ~1000 px wide screen: 4.3 image px per screen px -> level 2 (/4).
@@ -98,8 +98,8 @@ def _photo(h: int, w: int) -> np.ndarray:
 
 
 def test_preview_of_a_large_photo_stands_in_for_its_pyramid(tmp_path):
-    from fundus_review.gui.pyramid import PreviewPyramid, Pyramid, choose_window, crop
     from fundus_review.gui.thumbs import load_preview, save_preview
+    from fundus_review.views.pyramid import PreviewPyramid, Pyramid, choose_window, crop
 
     src = tmp_path / "big.png"
     rgb = _photo(1200, 2900)
@@ -124,8 +124,8 @@ def test_preview_of_a_large_photo_stands_in_for_its_pyramid(tmp_path):
 
 
 def test_no_preview_for_small_photos_and_none_after_a_change_or_damage(tmp_path):
-    from fundus_review.gui.pyramid import Pyramid
     from fundus_review.gui.thumbs import load_preview, preview_path, save_preview
+    from fundus_review.views.pyramid import Pyramid
 
     cache = tmp_path / "cache"
     small = tmp_path / "small.png"

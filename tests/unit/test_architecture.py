@@ -1,4 +1,5 @@
-"""House rules that keep the pipeline headless: Qt only in gui/, torch never in core/."""
+"""House rules of docs/ARCHITECTURE.md: the layer contracts, Qt only in gui/, numpy-only core/,
+no import circles, and a package top that holds only sub-packages and a few helpers."""
 
 from __future__ import annotations
 
@@ -8,7 +9,6 @@ import sys
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[2] / "fundus_review"
-QT_MODULES = {"PySide6", "pyqtgraph", "shiboken6", "PyQt5", "PyQt6", "qtpy", "superqt"}
 
 
 def _imported_top_modules(path: Path) -> set[str]:
@@ -22,23 +22,8 @@ def _imported_top_modules(path: Path) -> set[str]:
     return names
 
 
-def _python_files(exclude: str | None = None) -> list[Path]:
-    files = sorted(PACKAGE.rglob("*.py"))
-    if exclude:
-        files = [f for f in files if exclude not in f.relative_to(PACKAGE).parts]
-    return files
-
-
-def test_qt_is_imported_only_inside_gui() -> None:
-    offenders = {
-        str(f.relative_to(PACKAGE)): sorted(_imported_top_modules(f) & QT_MODULES)
-        for f in _python_files(exclude="gui")
-    }
-    offenders = {k: v for k, v in offenders.items() if v}
-    assert offenders == {}, f"Qt imported outside fundus_review/gui: {offenders}"
-
-
 def test_core_is_numpy_only() -> None:
+    # Stricter than the import contract: any third-party package but numpy is refused.
     allowed_third_party = {"numpy"}
     stdlib = set(sys.stdlib_module_names)
     offenders = {}
@@ -64,3 +49,46 @@ def test_headless_pipeline_does_not_load_qt_at_runtime() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_import_contracts_of_pyproject_hold() -> None:
+    """The import-linter contracts in pyproject.toml: layers, Qt only in gui/, only the store
+    touches SQLAlchemy and the schema, numpy-only core/, no circles (lazy imports count)."""
+    # The CLI entry point (not use_cases.lint_imports) because it first sets up the config
+    # readers; --no-cache so a stale cache never hides a new import.
+    code = (
+        "import sys; sys.argv = ['lint-imports', '--no-cache']; "
+        "from importlinter.cli import lint_imports_command; lint_imports_command()"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=PACKAGE.parent,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    out = done.stdout + done.stderr
+    assert done.returncode == 0, out[out.find("Broken contracts") :]
+
+
+def test_package_top_holds_only_subpackages_and_three_helpers() -> None:
+    # A newcomer finds a capability's package in one guess only if nothing else piles up here.
+    modules = sorted(p.name for p in PACKAGE.glob("*.py"))
+    assert modules == ["__init__.py", "__main__.py", "atomic.py", "errors.py", "paths.py"]
+    packages = sorted(p.name for p in PACKAGE.iterdir() if (p / "__init__.py").is_file())
+    assert packages == sorted(
+        [
+            "app",
+            "cli",
+            "core",
+            "data",
+            "exchange",
+            "gui",
+            "inference",
+            "report",
+            "review",
+            "store",
+            "training",
+            "views",
+        ]
+    )
