@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -20,3 +21,26 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip("../shared/data is not present")
     return SHARED_DATA
+
+
+# Markers by where a test lives and what it imports, so the quick loop while developing is
+# `pytest -m "not slow and not e2e"`; `slow` itself is set by hand on tests over ~3 s here.
+_TORCH_IMPORT = re.compile(
+    r"^\s*(import torch|from torch|from fundus_review\.(inference|training)|"
+    r"from fundus_review\.app\.analyze|from tests\.unit\.cam_models)",
+    re.MULTILINE,
+)
+_FOLDER_MARKERS = {"gui": "gui", "e2e": "e2e", "reliability": "reliability"}
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    torch_files: dict[Path, bool] = {}
+    for item in items:
+        path = Path(item.path)
+        folder = path.parent.name
+        if folder in _FOLDER_MARKERS:
+            item.add_marker(_FOLDER_MARKERS[folder])
+        if path not in torch_files:
+            torch_files[path] = bool(_TORCH_IMPORT.search(path.read_text(encoding="utf-8")))
+        if torch_files[path]:
+            item.add_marker("torch")
