@@ -1,0 +1,82 @@
+"""The baseline maps of core/baselines: where each peaks, that it is reproducible, leave-one-out."""
+
+import numpy as np
+import pytest
+
+from fundus_review.core import baselines as bl
+from fundus_review.core.metric_inputs import MetricInputError
+from fundus_review.core.pointing import pointing_game
+
+
+def _argmax(a: np.ndarray) -> tuple[int, int]:
+    return tuple(int(v) for v in np.unravel_index(np.argmax(a), a.shape))
+
+
+def test_centre_gaussian_peaks_at_the_centre_with_the_documented_width() -> None:
+    m = bl.centre_gaussian((100, 200))
+    assert m.dtype == np.float32 and m.shape == (100, 200)
+    assert m.max() == pytest.approx(1.0)
+    assert _argmax(m) in {(49, 99), (49, 100), (50, 99), (50, 100)}
+    sigma = bl.SIGMA_FRACTION * 100
+    # One sigma from the centre along a row: exp(-1/2) of the peak (pixel centres at +0.5).
+    assert m[50, 100 + int(sigma)] / m[50, 100] == pytest.approx(np.exp(-0.5), rel=2e-3)
+    assert np.allclose(m, m[::-1, ::-1])  # symmetric about the centre
+
+
+def test_fov_centre_gaussian_follows_the_field_of_view() -> None:
+    fov = np.zeros((120, 120), bool)
+    yy, xx = np.mgrid[:120, :120]
+    fov[(yy - 40) ** 2 + (xx - 80) ** 2 <= 30**2] = True
+    m = bl.fov_centre_gaussian(fov)
+    assert _argmax(m) == (40, 80)
+    assert m.max() == pytest.approx(1.0)
+    # An empty FOV falls back to the image centre instead of a NaN centroid.
+    assert np.array_equal(
+        bl.fov_centre_gaussian(np.zeros((50, 50), bool)), bl.centre_gaussian((50, 50))
+    )
+
+
+def test_uniform_map_is_the_pointing_games_degenerate_hit() -> None:
+    u = bl.uniform_map((30, 40))
+    assert np.all(u == 1.0)
+    mask = np.zeros((30, 40), bool)
+    mask[2:4, 35:38] = True  # a tiny target in a corner
+    assert pointing_game(u, mask, tolerance_px=0.0).hit  # every pixel is a maximum
+
+
+def test_random_map_is_seeded_per_image_and_coarse() -> None:
+    a = bl.random_map((64, 64), seed=3, key="sha-a")
+    assert np.array_equal(a, bl.random_map((64, 64), seed=3, key="sha-a"))
+    assert not np.array_equal(a, bl.random_map((64, 64), seed=3, key="sha-b"))
+    assert not np.array_equal(a, bl.random_map((64, 64), seed=4, key="sha-a"))
+    assert a.max() == pytest.approx(1.0) and a.min() >= 0
+    # Smooth like a 7x7 CAM: neighbouring pixels differ far less than independent noise would.
+    assert np.abs(np.diff(a, axis=1)).mean() < 0.1
+
+
+def test_random_map_peaks_spread_over_the_image() -> None:
+    peaks = [_argmax(bl.random_map((70, 70), seed=0, key=str(i))) for i in range(200)]
+    rows = np.array([p[0] for p in peaks])
+    # Not glued to one spot: peaks land in every third of the image.
+    assert {int(r // (70 / 3)) for r in rows} == {0, 1, 2}
+
+
+def test_leave_one_out_mean_excludes_the_own_map() -> None:
+    maps = [np.full((4, 4), v, np.float32) for v in (1.0, 2.0, 3.0)]
+    maps[0][0, 0] = 9.0
+    total = np.sum(maps, axis=0)
+    loo = bl.leave_one_out_mean(total, 3, maps[0])
+    expected = (maps[1] + maps[2]) / 2
+    assert np.allclose(loo, expected / expected.max())
+    # Without an own map (image not in the run) it is the plain mean.
+    plain = bl.leave_one_out_mean(total, 3, None)
+    assert np.allclose(plain, (total / 3) / (total / 3).max())
+    with pytest.raises(MetricInputError, match="at least two"):
+        bl.leave_one_out_mean(maps[0], 1, maps[0])
+
+
+def test_bad_shapes_are_refused_with_a_message() -> None:
+    with pytest.raises(MetricInputError, match="positive shape"):
+        bl.centre_gaussian((0, 10))
+    with pytest.raises(MetricInputError, match="2-D"):
+        bl.fov_centre_gaussian(np.ones(5, bool))
