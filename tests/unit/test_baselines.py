@@ -80,3 +80,16 @@ def test_bad_shapes_are_refused_with_a_message() -> None:
         bl.centre_gaussian((0, 10))
     with pytest.raises(MetricInputError, match="2-D"):
         bl.fov_centre_gaussian(np.ones(5, bool))
+
+
+def test_seeded_sample_is_stable_under_order_and_growth() -> None:
+    from fundus_review.core.sampling import seeded_sample
+
+    keys = [f"img{i}" for i in range(100)]
+    a = seeded_sample(keys, 10, seed=1)
+    assert len(a) == 10 and a == seeded_sample(list(reversed(keys)), 10, seed=1)
+    assert a != seeded_sample(keys, 10, seed=2)
+    grown = seeded_sample([*keys, *(f"new{i}" for i in range(100))], 10, seed=1)
+    # Growth only swaps in better-ranked new keys; no old key of the sample is replaced by an old one.
+    assert [k for k in grown if k.startswith("img")] == a[: sum(k.startswith("img") for k in grown)]
+    assert seeded_sample(keys, None) == seeded_sample(keys, 1000)
