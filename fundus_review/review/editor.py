@@ -54,6 +54,7 @@ __all__ = [
     "SetVerdict",
     "UndoHistory",
     "heatmap_id_for",
+    "known_reviewers",
     "load_regions",
     "regions_fingerprint",
     "stored_image_shape",
@@ -282,6 +283,12 @@ def heatmap_id_for(db: Database, run_id: int | None, image_id: int | None) -> in
     with db.session(read_only=True) as s:
         row = repo.get_heatmap(s, run_id, image_id)
         return None if row is None else row.id
+
+
+def known_reviewers(db: Database) -> list[str]:
+    """Names of every reviewer in the database, sorted (offered when asking who is drawing)."""
+    with db.session(read_only=True) as s:
+        return [r.name for r in repo.list_reviewers(s)]
 
 
 class UndoHistory:
