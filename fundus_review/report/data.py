@@ -204,7 +204,8 @@ def collect(
                 "images": len(repo.dataset_images(s, d)),
                 "analysed_images": len({r.image_id for r in results if r.dataset_id == d.id}),
             }
-            for d in repo.list_datasets(s)
+            # By name, as the report has always listed them (the store lists in id order).
+            for d in sorted(repo.list_datasets(s), key=lambda d: (d.name, d.id))
             if d.id in {r.dataset_id for r in results}
         ]
         hm_ids = {r.heatmap_id for r in results}
