@@ -91,9 +91,6 @@ class ReportData:
     problems: list[tuple[str, str]]
     software: dict[str, str] = field(default_factory=dict)
 
-    def run_by_label(self) -> dict[str, RunInfo]:
-        return {r.label: r for r in self.runs}
-
     def has_labels(self) -> bool:
         return any(r["true_class"] is not None for r in self.rows)
 
