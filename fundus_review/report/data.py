@@ -91,9 +91,6 @@ class ReportData:
     problems: list[tuple[str, str]]
     software: dict[str, str] = field(default_factory=dict)
 
-    def run_by_label(self) -> dict[str, RunInfo]:
-        return {r.label: r for r in self.runs}
-
     def has_labels(self) -> bool:
         return any(r["true_class"] is not None for r in self.rows)
 
@@ -204,7 +201,8 @@ def collect(
                 "images": len(repo.dataset_images(s, d)),
                 "analysed_images": len({r.image_id for r in results if r.dataset_id == d.id}),
             }
-            for d in repo.list_datasets(s)
+            # By name, as the report has always listed them (the store lists in id order).
+            for d in sorted(repo.list_datasets(s), key=lambda d: (d.name, d.id))
             if d.id in {r.dataset_id for r in results}
         ]
         hm_ids = {r.heatmap_id for r in results}
