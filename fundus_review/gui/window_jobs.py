@@ -26,14 +26,14 @@ def score_dataset(db, dataset_id: int, model_id: int | None, image_ids=None):  #
     so running it after every job costs only the new heatmaps. Runs on a pool thread.
     """
     from fundus_review.app.scoring import score_database
+    from fundus_review.app.selection import ResultSelection
     from fundus_review.data.fov import FovCache
     from fundus_review.paths import cache_dir
 
     # The viewer's FOV cache, so a photo already shown is not segmented again.
     return score_database(
         db,
-        dataset_id=dataset_id,
-        model=model_id,
+        ResultSelection(dataset=dataset_id, models=model_id),
         fov_cache=FovCache(cache_dir() / "fov"),
         image_ids=image_ids,
     )
