@@ -75,8 +75,11 @@ def write_report(
     line per step. Raises FundusReviewError for a bad request, unknown filters or an unusable
     database; see the module doc for the files.
     """
+    from fundus_review.report.folder import check_target
+
     req = request if isinstance(request, ReportRequest) else ReportRequest(Path(request))
     req.check()
+    check_target(req.out_dir)  # before minutes of work, not after
     say = progress or (lambda _msg: None)
     tools = _Tools(fov_cache or default_fov_cache(), rasterize or geometry.rasterize)
     database, own = _open(db)
@@ -198,10 +201,11 @@ def _draw(
 def _write(
     req: ReportRequest, found: Findings, doc: Document, pngs: dict[int, bytes], say: Say
 ) -> dict[str, Path]:
+    """Every file into a staging folder, then the folder into place as one unit."""
     from fundus_review.report.files import write_files
+    from fundus_review.report.folder import staged_folder
 
     say("writing files")
-    out = req.out_dir
-    out.mkdir(parents=True, exist_ok=True)
-    names = write_files(out, req, found, doc, pngs, say)
-    return {key: out / name for key, name in names.items()}
+    with staged_folder(req.out_dir) as stage:
+        names = write_files(stage, req, found, doc, pngs, say)
+    return {key: req.out_dir / name for key, name in names.items()}

@@ -454,3 +454,33 @@ def test_cli_filters_prints_paths_and_states_its_seed(
 
     assert main(["--db", str(tmp_path / "none.db"), "--out", str(out)]) == 2
     assert "no such database" in capsys.readouterr().err
+
+
+def test_a_failed_write_leaves_the_earlier_report_whole(
+    world: dict, tmp_path: Path, monkeypatch
+) -> None:
+    import shutil
+
+    import fundus_review.report.pdf as pdf
+
+    earlier = tmp_path / "report"
+    shutil.copytree(world["out"], earlier)
+    before = {p.name: p.read_bytes() for p in earlier.iterdir()}
+
+    def dies_mid_write(doc, path: Path, pngs) -> Path:  # noqa: ANN001
+        path.with_name(path.name + ".part").write_bytes(b"%PDF-1.4 half a page")
+        raise RuntimeError("killed while writing the PDF")
+
+    monkeypatch.setattr(pdf, "render_pdf", dies_mid_write)
+    request = ReportRequest(earlier, seed=SEED + 1, gallery_cap=CAP)
+    with pytest.raises(RuntimeError, match="killed while writing"):
+        write_report(world["db"], request, fov_cache=world["cache"])
+    assert {p.name: p.read_bytes() for p in earlier.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["report"]  # no staging folder, no .part
+
+    monkeypatch.undo()
+    again = write_report(world["db"], request, fov_cache=world["cache"])
+    assert sorted(p.name for p in earlier.iterdir()) == sorted(before)
+    assert json.loads((earlier / "report.json").read_text(encoding="utf-8"))["seed"] == SEED + 1
+    assert again.paths["html"] == earlier / "report.html"
+    assert [p.name for p in tmp_path.iterdir()] == ["report"]
