@@ -161,7 +161,7 @@ class JobsMixin:
         if self.session.db is None:
             return self.show_error(FundusReviewError("open a database first"))
         if not out:
-            out = QFileDialog.getExistingDirectory(self, "Write the report into")
+            out = QFileDialog.getExistingDirectory(self, "Report folder (new or empty)")
             if not out:
                 return
         db, out = self.session.db, Path(out)
