@@ -7,6 +7,7 @@ filters (ids, names, dataset folders, weight hashes) the same way and fail with 
 from __future__ import annotations
 
 from collections.abc import Collection, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,55 @@ from fundus_review.store.repo import ResultRow
 
 # Ref = an id (int), a name, or for datasets also the root folder.
 Ref = int | str
+
+
+def _names(values: Sequence[str] | None) -> tuple[str, ...] | None:
+    # A bare string is one name, not a sequence of letters.
+    if values is None:
+        return None
+    return (values,) if isinstance(values, str) else tuple(values)
+
+
+@dataclass(frozen=True)
+class ResultSelection:
+    """The user's filters on stored results; None (or empty) = everything.
+
+    One object travels from the CLI/GUI through scoring into the report's data collection, so
+    both see exactly the same heatmaps and masks. ``dataset``/``models`` are ids, names, dataset
+    folders or weight hashes (one or several); ``methods`` the CAM methods; ``structures`` and
+    ``reviewers`` restrict the expert masks used.
+    """
+
+    dataset: Ref | Sequence[Ref] | None = None
+    models: Ref | Sequence[Ref] | None = None
+    methods: Sequence[str] | None = None
+    structures: Sequence[str] | None = None
+    reviewers: Sequence[str] | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("methods", "structures", "reviewers"):
+            object.__setattr__(self, name, _names(getattr(self, name)))
+
+    def structure_set(self) -> set[str] | None:
+        return set(self.structures) if self.structures else None
+
+    def reviewer_set(self) -> set[str] | None:
+        """Reviewer names as stored (inner whitespace collapsed)."""
+        return {" ".join(r.split()) for r in self.reviewers} if self.reviewers else None
+
+    def results(self, s: Any, image_ids: Collection[int] | None = None) -> list[ResultRow]:
+        """The stored heatmaps of this selection (``image_ids``: only those images)."""
+        return select_results(s, self.dataset, self.models, self.methods, image_ids)
+
+    def to_dict(self) -> dict[str, Any]:
+        """As the report's JSON states it."""
+        return {
+            "dataset": self.dataset,
+            "models": self.models,
+            "methods": list(self.methods) if self.methods else None,
+            "structures": list(self.structures) if self.structures else None,
+            "reviewers": list(self.reviewers) if self.reviewers else None,
+        }
 
 
 def _as_list(value: Ref | Sequence[Ref] | None) -> list[Ref] | None:

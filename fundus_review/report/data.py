@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from fundus_review.app.scoring import AgreementRow, ScoringParams, ScoringSummary, select_results
+from fundus_review.app.scoring import AgreementRow, ScoringParams, ScoringSummary
+from fundus_review.app.selection import ResultSelection
 from fundus_review.core.score_tables import guess_negative_class
 from fundus_review.core.similarity import confidence_band, prediction_outcome
 from fundus_review.store import repo
@@ -90,9 +91,6 @@ class ReportData:
     verdicts: list[dict[str, Any]]
     problems: list[tuple[str, str]]
     software: dict[str, str] = field(default_factory=dict)
-
-    def run_by_label(self) -> dict[str, RunInfo]:
-        return {r.label: r for r in self.runs}
 
     def has_labels(self) -> bool:
         return any(r["true_class"] is not None for r in self.rows)
@@ -174,21 +172,21 @@ def _model_dicts(models: list[Any], labels: dict[int, str]) -> list[dict[str, An
 def collect(
     db: Database,
     scoring: ScoringSummary,
+    selection: ResultSelection,
     *,
-    dataset: Any = None,
-    models: Any = None,
-    methods: Sequence[str] | None = None,
-    structures: Sequence[str] | None = None,
-    reviewers: Sequence[str] | None = None,
     params: ScoringParams,
     thresholds: Sequence[float] = (0.5, 0.8),
 ) -> ReportData:
-    """Read the selection's heatmaps, predictions, scores, verdicts and provenance."""
+    """Read the selection's heatmaps, predictions, scores, verdicts and provenance.
+
+    ``selection`` is the one the scores were computed for (``scoring``), so the report covers
+    exactly the scored heatmaps and masks.
+    """
     metrics = params.metric_names()
-    wanted_structures = set(structures) if structures else None
-    wanted_reviewers = {" ".join(r.split()) for r in reviewers} if reviewers else None
+    wanted_structures = selection.structure_set()
+    wanted_reviewers = selection.reviewer_set()
     with db.session(read_only=True) as s:
-        results = select_results(s, dataset, models, methods)
+        results = selection.results(s)
         model_rows = [m for m in repo.list_models(s) if m.id in {r.model_id for r in results}]
         labels = _model_labels(model_rows)
         model_dicts = _model_dicts(model_rows, labels)
@@ -204,7 +202,8 @@ def collect(
                 "images": len(repo.dataset_images(s, d)),
                 "analysed_images": len({r.image_id for r in results if r.dataset_id == d.id}),
             }
-            for d in repo.list_datasets(s)
+            # By name, as the report has always listed them (the store lists in id order).
+            for d in sorted(repo.list_datasets(s), key=lambda d: (d.name, d.id))
             if d.id in {r.dataset_id for r in results}
         ]
         hm_ids = {r.heatmap_id for r in results}
@@ -245,13 +244,7 @@ def collect(
     agreements = list(scoring.agreements)
     return ReportData(
         db_name=db.display_name,
-        selection={
-            "dataset": dataset,
-            "models": models,
-            "methods": list(methods) if methods else None,
-            "structures": list(structures) if structures else None,
-            "reviewers": list(reviewers) if reviewers else None,
-        },
+        selection=selection.to_dict(),
         params=params,
         metrics=metrics,
         thresholds=tuple(float(t) for t in thresholds),

@@ -9,7 +9,6 @@ panel that says so, never a failed report.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +33,6 @@ CONTOUR_RGB = (0, 255, 0)
 _IMAGE_CACHE = 8
 _OUTCOME_RANK = {o: i for i, o in enumerate(OUTCOME_ORDER)}
 _LUT = (matplotlib.colormaps["jet"](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.uint8)
-
-
-@dataclass
-class GalleryIndex:
-    """What each gallery shows, for the JSON (heatmap ids in display order)."""
-
-    entries: list[dict[str, Any]] = field(default_factory=list)
 
 
 def colorize(heat: np.ndarray) -> np.ndarray:
