@@ -107,10 +107,20 @@ def _open(db: Database | str | Path) -> tuple[Database, bool]:
 
 
 def _score(db: Database, req: ReportRequest, tools: _Tools, say: Say) -> ScoringSummary:
+    if req.selection.baselines:
+        from fundus_review.app.baselines import compute_baselines
+
+        say("computing baseline maps not stored yet")
+        done = compute_baselines(db, req.selection.dataset, fov_cache=tools.fov_cache)
+        problems = done.problems
+    else:
+        problems = []
     say("scoring heatmaps not scored yet")
-    return score_database(
+    summary = score_database(
         db, req.selection, params=req.params, fov_cache=tools.fov_cache, rasterize=tools.rasterize
     )
+    summary.problems.extend(problems)
+    return summary
 
 
 def _analyse(
@@ -161,7 +171,7 @@ def _compare_heatmaps(
     say("comparing heatmaps")
     heat = heatmap_pass(
         db,
-        data.results,
+        [r for r in data.results if r.model_kind != "baseline"],
         {r.run_id: r.label for r in data.runs},
         use_true_class=data.has_labels(),
         top_percent=req.params.top_percent,
@@ -178,13 +188,14 @@ def _draw(
     """The document shared by the HTML and the PDF, and the PNG of each of its plots."""
     from fundus_review.report.aggregates import AggIndex
     from fundus_review.report.assemble import build_document, structure_plots
+    from fundus_review.report.document import Plot
     from fundus_review.report.figures import mean_heatmap_plot
     from fundus_review.report.html import figure_png
 
     say("drawing plots")
     data, idx = found.data, AggIndex(found.aggregates)
     dist_plots, conf_plots = structure_plots(data, idx)
-    mean_plot = mean_heatmap_plot(found.heat, [r.label for r in data.runs])
+    mean_plot = mean_heatmap_plot(found.heat, [r.label for r in data.runs if not r.is_baseline])
     doc = build_document(
         data,
         idx,
@@ -194,7 +205,8 @@ def _draw(
         conf_plots=conf_plots,
         settings=req.settings(datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")),
     )
-    plots = [*dist_plots, *conf_plots, *([mean_plot] if mean_plot else [])]
+    # Every plot of the document, the headline's included, rendered once for both formats.
+    plots = [b for sec in doc.sections for b in sec.blocks if isinstance(b, Plot)]
     return doc, {id(p): figure_png(p) for p in plots}
 
 
