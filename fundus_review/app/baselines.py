@@ -62,10 +62,6 @@ def baseline_card(seed: int) -> dict:
     }
 
 
-def is_baseline(model_name: str, card: dict | None = None) -> bool:
-    return model_name == BASELINE_MODEL and (card is None or card.get("kind") == "baseline")
-
-
 def image_grid(height: int, width: int) -> InputTransform:
     """The resize transform of an image onto its baseline grid (long side GRID, aspect kept)."""
     scale = GRID / max(height, width)
@@ -168,8 +164,7 @@ def _mean_maps(
             r
             for r in repo.iter_results(s)
             if (ds_ids is None or r.dataset_id in ds_ids)
-            and r.model_id != model_id
-            and not is_baseline(r.model_name)
+            and r.model_kind == "model"  # not baselines, not randomised copies of a model
         ]
     by_run: dict[int, list] = {}
     for r in rows:

@@ -118,15 +118,19 @@ def _score(db: Path) -> None:
 
 def pointing_summary(db: Path, structure: str = "optic_disc") -> list[tuple[str, str, float, int]]:
     """(model, method, share of heatmaps whose maximum hits ``structure``, n) per stored run."""
+    from fundus_review.app.baselines import BASELINE_MODEL
+    from fundus_review.core.baselines import MEAN_MAP
     from fundus_review.store import repo_views
     from fundus_review.store.db import open_database
 
     database = open_database(db)
     try:
         with database.session(read_only=True) as s:
-            return repo_views.run_rates(s, structure, "pointing_hit")
+            rates = repo_views.run_rates(s, structure, "pointing_hit")
     finally:
         database.close()
+    # The constant map "hits" everything, and mean maps of several runs would be lumped together.
+    return [r for r in rates if not (r[0] == BASELINE_MODEL and r[1] in ("uniform", MEAN_MAP))]
 
 
 def _write_report(db: Path, out: Path, quiet: bool) -> dict[str, Path]:

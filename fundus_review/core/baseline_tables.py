@@ -10,11 +10,15 @@ The difference R - best and its bootstrap CI (over images, paired) give the verd
 - ``beats``: the CI lies entirely on the better side of 0;
 - ``worse``: it lies entirely on the worse side;
 - ``no better``: the CI contains 0 (or there are too few paired images to tell).
+
+The constant map is no candidate for the pointing game (``POINTING_METRICS``): every pixel is its
+maximum, so it "hits" every target by definition and would make every run lose. For the other
+metrics it is the chance level (energy = the mask's share of the field of view, AUC = 0.5).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -25,6 +29,7 @@ from fundus_review.core.stats import paired_difference
 
 Row = Mapping[str, Any]
 TABLE = "versus_best_baseline"
+POINTING_METRICS = ("pointing_hit", "pointing_distance_px")
 VERDICT_WORDS = {
     "beats": "beats the best baseline",
     "worse": "is worse than the best baseline",
@@ -58,6 +63,7 @@ def best_baseline_comparisons(
     metrics: Sequence[str],
     candidates: Mapping[str, Sequence[str]],
     *,
+    skip: Mapping[str, Collection[str]] | None = None,
     within: Sequence[str] = ("structure", "reviewer"),
     seed: int = 0,
     n_resamples: int = 1000,
@@ -66,8 +72,10 @@ def best_baseline_comparisons(
     """One aggregate row per run x (structure, reviewer) x metric: run - best baseline.
 
     ``candidates`` maps each real run's label to the labels of the baselines it is compared
-    with. The row's ``versus`` names the best baseline, ``group`` holds the verdict word.
+    with; ``skip`` maps a metric to baselines that are no candidate for it. The row's
+    ``versus`` names the best baseline, ``group`` holds the verdict word.
     """
+    skip = skip or {}
     out: list[dict[str, Any]] = []
     for key, members in group_rows(rows, within).items():
         present = {r["run"] for r in members}
@@ -80,7 +88,7 @@ def best_baseline_comparisons(
                     continue
                 best: tuple[float, str, list, list] | None = None
                 for b in baselines:
-                    if b not in present:
+                    if b not in present or b in skip.get(metric, ()):
                         continue
                     a_vals, b_vals = paired_values(members, run, b, metric)
                     m = _mean(b_vals)

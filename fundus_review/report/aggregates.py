@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from fundus_review.core.baseline_tables import best_baseline_comparisons
+from fundus_review.core.baseline_tables import POINTING_METRICS, best_baseline_comparisons
 from fundus_review.core.score_tables import (
     confidence_correlations,
     count_table,
@@ -106,7 +106,14 @@ def build_aggregates(
     # Baselines are in the summary and in their own comparison; groupings by class, outcome or
     # confidence and correlations with confidence concern classifiers only.
     out = grouped_summaries(data.rows, data.metrics, table="summary", **stats)
-    out += best_baseline_comparisons(data.rows, key, baseline_candidates(data.runs), **stats)
+    uniform = [r.label for r in data.runs if r.is_baseline and r.method == "uniform"]
+    out += best_baseline_comparisons(
+        data.rows,
+        key,
+        baseline_candidates(data.runs),
+        skip=dict.fromkeys(POINTING_METRICS, uniform),
+        **stats,
+    )
     rows = [r for r in data.rows if r.get("run_kind") != "baseline"]
     if data.has_labels():
         out += grouped_summaries(rows, key, table="by_true_class", group_by="true_class", **stats)

@@ -150,3 +150,23 @@ def test_verdict_needs_the_whole_interval_on_one_side() -> None:
     assert verdict(0.1, -0.01, 0.2, higher=True) == "no better"
     assert verdict(-0.1, -0.2, -0.01, higher=False) == "beats"
     assert verdict(None, None, None, higher=True) == "no better"
+
+
+def test_the_constant_map_is_no_pointing_game_candidate() -> None:
+    from fundus_review.core.baseline_tables import POINTING_METRICS, best_baseline_comparisons
+
+    rows = _rows("model", [1.0] * 18 + [0.0] * 2, [0.0] * 20) + _rows(
+        "uniform", [1.0] * 20, [0.0] * 20
+    )
+    rows += _rows("random", [0.0] * 20, [40.0] * 20)
+    cands = {"model": ["uniform", "random"]}
+    naive = best_baseline_comparisons(rows, ["pointing_hit"], cands, n_resamples=200)
+    assert naive[0]["versus"] == "uniform"  # every pixel is a maximum: a "hit" by definition
+    fair = best_baseline_comparisons(
+        rows,
+        ["pointing_hit"],
+        cands,
+        skip=dict.fromkeys(POINTING_METRICS, ["uniform"]),
+        n_resamples=200,
+    )
+    assert fair[0]["versus"] == "random" and fair[0]["group"] == "beats"
