@@ -9,13 +9,15 @@ defined in ``fundus_review.inference.randomize``.
 ``run_randomization`` takes a model already analysed (its stored runs: method, target layers,
 target policy, parameters) and, for every stage, re-computes each run's maps with the SAME
 recipe on a randomised copy of the network, on the seeded image sample of ``core.sampling``
-(keyed by image sha256, the images every trust check uses). The CAM target class is the class
+(keyed by image sha256, the images every trust check uses; ``seed`` seeds both the sample and
+the re-initialisation). The CAM target class is the class
 of the stored original map of each image (not re-predicted), so only the parameters differ.
 
 Storage: per stage a derived model record named "<model> [randomized: <stage>]", with the
 original's architecture, weights sha256 and bundle path and the original card plus
 ``card["randomization"] = {"stage", "seed", "of_model" (original model id), "schedule_version",
-"targets": "original", "n_modules"}``; under it one CAM run per original run with the same
+"targets": "original", "n_modules", "modules_sha256"}`` (the re-initialised modules, see
+``app.randomization_records.randomization_card``); under it one CAM run per original run with the same
 method, layers, target policy and parameters, a prediction per image (the randomised network's
 own probabilities, the original input transform) and the heatmap (target index = the
 original's). ``score_database`` therefore scores the randomised maps against the expert masks
@@ -25,6 +27,7 @@ recomputes). Map-to-map similarity and the pass/fail rule: ``app.randomization_s
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -110,7 +113,7 @@ def run_randomization(
         runs = [r for r in run_recipes(s, rec.id) if wanted is None or r.method in wanted]
         originals = sampled_originals(s, rec.id, sample, seed)
         runs = [r for r in runs if originals.get(r.id)]
-    model_id, name, _, _, weights_sha = info
+    model_id, name, _, card, weights_sha = info
     summary.model_id = model_id
     summary.images = len({o.sha256 for r in runs for o in originals[r.id]})
     if not runs:
@@ -127,6 +130,7 @@ def run_randomization(
             f"the bundle at {bundle_path} holds other weights than model {name!r} "
             f"(sha256 {bundle.weights_sha256[:12]} instead of {weights_sha[:12]})"
         )
+    _check_same_preprocessing(bundle.card.to_dict(), card, bundle_path)
     torch_device = pick_device(device)
     net = bundle.build_model(torch_device)
     reshape = reshape_transform_for(net, bundle.card.architecture)
@@ -175,6 +179,22 @@ def run_randomization(
                     progress(finished, total)
     summary.seconds = time.perf_counter() - t0
     return summary
+
+
+# What decides the model input and the meaning of a target index: if the bundle's card changed
+# these since the analysis, the randomised maps would not be comparable with the stored ones.
+_INPUT_FIELDS = ("classes", "input_size", "resize", "crop_pct", "mean", "std")
+
+
+def _check_same_preprocessing(bundle_card: dict, stored_card: dict, path: str) -> None:
+    changed = [
+        f for f in _INPUT_FIELDS if json.dumps(bundle_card.get(f)) != json.dumps(stored_card.get(f))
+    ]
+    if changed:
+        raise FundusReviewError(
+            f"the bundle at {path} changed {', '.join(changed)} since its maps were computed; "
+            "analyse the images again with this bundle first"
+        )
 
 
 def _method_name(method: str, canonical: Callable[[str], str]) -> str:

@@ -18,18 +18,19 @@ seeded sample that have both the original and the randomised map (``app.randomiz
 - Each is summarised as the mean over images with a 95 % percentile-bootstrap CI
   (``core.stats.summarize``, 2000 resamples, seed 0).
 - For scale, ``between_images`` holds the same two measures between the ORIGINAL maps of
-  different images (image k and k + 1 of the sample, in sample order, cyclic): Arun et al.'s
-  "randomization baseline" (the similarity of unrelated maps of the trained model).
+  different images (image k and k + 1 of the sample, in sample order, cyclic; the sample order
+  is a hash order, so these are random pairs): Arun et al.'s "randomization baseline", which
+  averages the SSIM of 50 random pairs of the trained model's maps.
 
 Pass/fail rule (``randomization_verdicts``): a method PASSES the test when, at the "all" stage
 (every weight re-initialised), the upper bound of the 95 % CI of the mean Spearman between
 randomised and original maps is below ``SPEARMAN_PASS_BELOW`` = 0.5, i.e. the maps changed
 substantially; it FAILS otherwise, and the result is "not run" when the "all" stage has no
-pair. The threshold is this project's choice (Adebayo et al. and Arun et al. judge the
-decrease visually or against the randomization baseline, and give no fixed number); 0.5 is
-the usual border of a "moderate" rank correlation. ``passes_at_last_block`` reports the same
-rule already at the "last-block" stage (head and last block re-initialised), the stronger
-result Adebayo et al. report for Grad-CAM.
+pair. The threshold is this project's choice: Adebayo et al. read the decrease from plots and
+Arun et al. compare the SSIM with their "randomization baseline" (above), neither fixes a number;
+below 0.5, rho^2 < 0.25: the ranks of one map explain under a quarter of the variance of the
+other's. ``passes_at_last_block`` applies the same rule at the "last-block" stage (head and
+last block re-initialised): the stronger result that the maps already depend on the top layers.
 """
 
 from __future__ import annotations

@@ -7,7 +7,7 @@ ignores the model (an edge detector of the input, Adebayo et al.'s counter-examp
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -110,6 +110,8 @@ class EdgeWorld:
     db: Database
     model_id: int
     paths: list[Path]
+    card: ModelCard
+    bundle: Path
 
 
 @pytest.fixture
@@ -147,7 +149,7 @@ def edge_world(tmp_path: Path) -> Iterator[EdgeWorld]:
             repo.save_prediction(s, image_id, model, [0.5, 0.5], 0, tf.to_dict())
             repo.save_heatmap(s, run, image_id, 0, _edge(arr))
         model_id = model.id
-    yield EdgeWorld(db, model_id, paths)
+    yield EdgeWorld(db, model_id, paths, card, bundle.path)
     db.close()
 
 
@@ -186,6 +188,13 @@ def test_progress_and_cancel(edge_world: EdgeWorld) -> None:
         run_randomization(db, "red-spot", stages=["everything"], map_fn=_edge_maps)
     with pytest.raises(FundusReviewError, match="not a real one"):
         run_randomization(db, derived_name("red-spot", "all"), map_fn=_edge_maps)
+
+
+def test_a_bundle_whose_input_changed_is_refused(edge_world: EdgeWorld) -> None:
+    card = replace(edge_world.card, input_size=(40, 40))
+    write_bundle(edge_world.bundle, card, RedSpotNet().state_dict())  # same weights
+    with pytest.raises(FundusReviewError, match="changed input_size"):
+        run_randomization(edge_world.db, "red-spot", map_fn=_edge_maps)
 
 
 # -- the demo model's Grad-CAM --
