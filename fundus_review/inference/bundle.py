@@ -3,7 +3,8 @@
 Example card::
 
     name = "dr-resnet18"
-    architecture = "timm:resnet18"          # or "torchvision:<name>" or "package.module:factory"
+    architecture = "timm:resnet18"          # or "torchvision:<name>"; "package.module:factory"
+                                            # runs code: only when trusted (inference/trust.py)
     classes = ["no_dr", "dr"]
     input_size = [224, 224]                 # [h, w]
     resize = "resize"                       # "resize" | "center_crop" | "letterbox"
@@ -45,6 +46,7 @@ from fundus_review.inference.card import (  # noqa: F401 - re-exported: the bund
     read_card,
 )
 from fundus_review.inference.toml_writer import dump_toml
+from fundus_review.inference.trust import UntrustedCodeError
 from fundus_review.inference.weights import WeightsError, load_into, read_weights
 
 
@@ -56,19 +58,30 @@ class ModelBundle:
     weights_sha256: str
 
     def build_model(
-        self, device: str | torch.device = "cpu", check_input: bool = True
+        self, device: str | torch.device = "cpu", check_input: bool = True, trust_code: bool = False
     ) -> nn.Module:
         """The network in eval mode with the bundle's weights, on `device`.
 
         With `check_input`, one dummy forward proves the card's input size is accepted and the
         output has one logit per class (a clear error now beats a cryptic one mid-run).
+        A `package.module:factory` architecture needs `trust_code` or an allowed module
+        (`inference/trust.py`); otherwise UntrustedCodeError, before anything is imported.
         """
         card = self.card
         kwargs = card.extra.get("model_kwargs", {})
+        if not isinstance(kwargs, dict):
+            raise BundleError(f"bundle {self.path}: [model_kwargs] must be a table")
         try:
             model = build_architecture(
-                card.architecture, len(card.classes), card.input_size, kwargs
+                card.architecture,
+                len(card.classes),
+                card.input_size,
+                kwargs,
+                trust_code=trust_code,
+                bundle_dir=self.path,
             )
+        except UntrustedCodeError:
+            raise
         except Exception as exc:  # noqa: BLE001 - any constructor failure is the bundle's problem
             raise BundleError(
                 f"bundle {self.path}: cannot build architecture {card.architecture!r}: {exc}"
@@ -179,13 +192,15 @@ def _short(value: object, limit: int = 100) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def describe_bundle(bundle: ModelBundle, device: str | torch.device = "cpu") -> str:
+def describe_bundle(
+    bundle: ModelBundle, device: str | torch.device = "cpu", trust_code: bool = False
+) -> str:
     """What `fundus-review model inspect BUNDLE` prints."""
     from fundus_review.inference.architectures import count_parameters, find_head
     from fundus_review.inference.layers import candidate_layers
 
     card = bundle.card
-    model = bundle.build_model(device)
+    model = bundle.build_model(device, trust_code=trust_code)
     head = find_head(model)
     lines = [
         f"Bundle:        {bundle.path}",
