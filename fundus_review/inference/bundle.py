@@ -58,13 +58,17 @@ class ModelBundle:
     weights_sha256: str
 
     def build_model(
-        self, device: str | torch.device = "cpu", check_input: bool = True, trust_code: bool = False
+        self,
+        device: str | torch.device = "cpu",
+        check_input: bool = True,
+        trust_code: bool = False,
+        check_layers: bool = True,
     ) -> nn.Module:
         """The network in eval mode with the bundle's weights, on `device`.
 
         With `check_input`, one dummy forward proves the card's input size is accepted and the
-        output has one logit per class (a clear error now beats a cryptic one mid-run).
-        A `package.module:factory` architecture needs `trust_code` or an allowed module
+        output has one logit per class (a clear error now beats a cryptic one mid-run);
+        `check_layers` checks the card's target layers likewise. A `package.module:factory` architecture needs `trust_code` or an allowed module
         (`inference/trust.py`); otherwise UntrustedCodeError, before anything is imported.
         """
         card = self.card
@@ -89,12 +93,37 @@ class ModelBundle:
         try:
             load_into(model, read_weights(self.weights_path), card.classes)
         except WeightsError as exc:
-            raise BundleError(f"bundle {self.path} ({self.weights_path.name}): {exc}") from exc
+            raise BundleError(
+                f"bundle {self.path} ({self.weights_path.name}): {exc}. Copy the bundle again if "
+                "the file is damaged, or make the card describe the network the weights are from"
+            ) from exc
         model.eval()
         model.to(device)
         if check_input:
             self._check_forward(model, device)
+        if check_layers:
+            problem = self.card_layer_problem(model)
+            if problem:
+                raise BundleError(problem)
         return model
+
+    def card_layer_problem(self, model: nn.Module) -> str | None:
+        """Why a `target_layers` entry of the card names no module of `model` (None: all do).
+
+        Checked when the model is built, so a typo in the card is reported with the card's
+        file name, not as an unexplained failure when the first CAM is computed.
+        """
+        from fundus_review.inference.layers import LayerError, resolve_layer
+
+        for path in self.card.target_layers:
+            try:
+                resolve_layer(model, path)
+            except LayerError as exc:
+                return (
+                    f"{self.path / CARD_FILE}: target_layers: {exc} Fix the card "
+                    "(`fundus-review model inspect` lists candidate layers) or choose --layer"
+                )
+        return None
 
     def _check_forward(self, model: nn.Module, device: str | torch.device) -> None:
         h, w = self.card.input_size
@@ -200,7 +229,8 @@ def describe_bundle(
     from fundus_review.inference.layers import candidate_layers
 
     card = bundle.card
-    model = bundle.build_model(device, trust_code=trust_code)
+    # The card's layers are reported below, not refused: inspect is how a user finds good ones.
+    model = bundle.build_model(device, trust_code=trust_code, check_layers=False)
     head = find_head(model)
     lines = [
         f"Bundle:        {bundle.path}",
@@ -220,6 +250,9 @@ def describe_bundle(
     layers = bundle.target_layer_paths(model)
     source = "card" if card.target_layers else "family default"
     lines.append(f"Target layers: {', '.join(layers)} ({source})")
+    problem = bundle.card_layer_problem(model)
+    if problem:
+        lines.append(f"Problem:       {problem}")
     for key, value in card.extra.items():
         if isinstance(value, dict):
             lines.append(f"[{key}]")
