@@ -124,7 +124,8 @@ def cmd_import_masks(args: argparse.Namespace) -> int:
     for stem in summary.unmatched:
         print(f"  no image for mask stem {stem!r}", file=sys.stderr)
     for path, reason in registered.problems + summary.problems:
-        print(f"  skipped {path}: {reason}", file=sys.stderr)
+        # Mask errors already start with their path; name it once.
+        print(f"  skipped {path}: {reason.removeprefix(f'{path}: ')}", file=sys.stderr)
     return 0
 
 

@@ -5,10 +5,14 @@ from __future__ import annotations
 import io
 import os
 import struct
+import subprocess
 import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 # Every file name a dataset folder must survive.
@@ -79,3 +83,26 @@ def symlink_loop(folder: Path) -> list[Path]:
     os.symlink("loop.jpg", folder / "loop.jpg")
     os.symlink("..", folder / "sub" / "up")
     return [folder / "loop.jpg", folder / "sub" / "up"]
+
+
+@contextmanager
+def read_only(path: Path) -> Iterator[None]:
+    """Make a file or folder unwritable for this process, even as root (`chattr +i`)."""
+    if os.geteuid() != 0:
+        mode = path.stat().st_mode
+        path.chmod(mode & ~0o222)
+        try:
+            yield
+        finally:
+            path.chmod(mode)
+        return
+    try:
+        done = subprocess.run(["chattr", "+i", str(path)], capture_output=True).returncode == 0
+    except FileNotFoundError:
+        done = False
+    if not done:
+        pytest.skip("running as root where `chattr +i` is unavailable: nothing is read-only")
+    try:
+        yield
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=True)
