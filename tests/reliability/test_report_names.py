@@ -10,7 +10,7 @@ from PIL import Image
 
 from fundus_review.app.analyze import AnalysisRequest, run_analysis
 from fundus_review.inference.bundle import ModelCard, write_bundle
-from fundus_review.report import write_report
+from fundus_review.report import ReportRequest, write_report
 from fundus_review.store import repo
 from fundus_review.store.db import open_database
 from tests.reliability.hostile_files import XSS_NAME
@@ -55,7 +55,7 @@ def test_an_image_named_like_a_tag_is_escaped_in_the_report(tmp_path: Path) -> N
     with open_database(db) as opened, opened.session() as s:
         assert REVIEWER in [r.name for r in repo.list_reviewers(s)]
 
-    result = write_report(db, tmp_path / "report", gallery_cap=8)
+    result = write_report(db, ReportRequest(tmp_path / "report", gallery_cap=8))
     page = (tmp_path / "report" / "report.html").read_text(encoding="utf-8")
     for hostile in (XSS_NAME, REVIEWER, MODEL):
         assert html.escape(hostile) in page, hostile  # shown, as text
