@@ -24,3 +24,18 @@ class DatasetError(FundusReviewError):
 
 class StoreError(FundusReviewError):
     """The database cannot be opened, migrated or written."""
+
+
+class WriteError(FundusReviewError, OSError):
+    """A file could not be written (read-only folder, full disk); any earlier file is intact.
+
+    Also an OSError, so code that already catches those (caches) keeps working.
+    """
+
+    def __init__(self, path: object, reason: str, errno: int | None = None) -> None:
+        self.path = str(path)
+        self.reason = reason
+        OSError.__init__(self, errno, reason)
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"

@@ -22,6 +22,17 @@ def default_db() -> Path:
     return data_home() / "fundus_review.db"
 
 
+def config_home() -> Path:
+    """User settings folder (the trusted-code allow-list): $FUNDUS_REVIEW_CONFIG, else
+    $XDG_CONFIG_HOME/fundus_review, else ~/.config/fundus_review."""
+    explicit = os.environ.get("FUNDUS_REVIEW_CONFIG")
+    if explicit:
+        return Path(explicit).expanduser()
+    xdg = os.environ.get("XDG_CONFIG_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".config"
+    return base / "fundus_review"
+
+
 def cache_dir() -> Path:
     """Disposable caches (field-of-view masks, thumbnails): safe to delete at any time."""
     explicit = os.environ.get("FUNDUS_REVIEW_CACHE")

@@ -4,15 +4,28 @@ from __future__ import annotations
 
 import os
 import re
+import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# The user's own trusted-code allow-list must not change what the tests see.
+os.environ.setdefault("FUNDUS_REVIEW_CONFIG", tempfile.mkdtemp(prefix="fundus-review-config-"))
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data"
+
+
+@pytest.fixture(autouse=True)
+def _no_trust_leaks():  # noqa: ANN202 - a fixture
+    """A module one test allowed (--trust-code, grant) is not allowed in the next."""
+    yield
+    trust = sys.modules.get("fundus_review.inference.trust")
+    if trust is not None:
+        trust.revoke_all()
 
 
 @pytest.fixture(scope="session")

@@ -22,11 +22,33 @@ def _add_labels(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-column", help="CSV column with the class label (auto-detected)")
 
 
+def _add_trust_code(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--trust-code",
+        action="store_true",
+        help="allow a bundle whose architecture is 'package.module:factory' to import and run "
+        "that installed module (refused by default: only for code you trust)",
+    )
+
+
+def _trust_bundle_code(args: argparse.Namespace, bundle: Path) -> None:
+    """With --trust-code, allow the one module this bundle's card names, for this command."""
+    if not args.trust_code:
+        return
+    from fundus_review.inference.card import read_card
+    from fundus_review.inference.trust import code_module, grant
+
+    module = code_module(read_card(bundle)[1].architecture)
+    if module is not None:
+        grant(module)
+
+
 # --------------------------------------------------------------------------------------- analyze
 def cmd_analyze(args: argparse.Namespace) -> int:
     from fundus_review.app.analyze import AnalysisRequest
     from fundus_review.cli.progress import run_with_progress
 
+    _trust_bundle_code(args, args.model)
     req = AnalysisRequest(
         dataset=args.dataset,
         bundle=args.model,
@@ -77,6 +99,7 @@ def _analyze_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--force", action="store_true", help="recompute results already stored")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_trust_code(p)
     p.set_defaults(func=cmd_analyze)
 
 
@@ -101,7 +124,8 @@ def cmd_import_masks(args: argparse.Namespace) -> int:
     for stem in summary.unmatched:
         print(f"  no image for mask stem {stem!r}", file=sys.stderr)
     for path, reason in registered.problems + summary.problems:
-        print(f"  skipped {path}: {reason}", file=sys.stderr)
+        # Mask errors already start with their path; name it once.
+        print(f"  skipped {path}: {reason.removeprefix(f'{path}: ')}", file=sys.stderr)
     return 0
 
 
@@ -119,7 +143,7 @@ def _import_masks_parser(sub: argparse._SubParsersAction) -> None:
 def cmd_model_inspect(args: argparse.Namespace) -> int:
     from fundus_review.inference.bundle import describe_bundle, load_bundle
 
-    print(describe_bundle(load_bundle(args.bundle)))
+    print(describe_bundle(load_bundle(args.bundle), trust_code=args.trust_code))
     return 0
 
 
@@ -130,6 +154,7 @@ def _model_parser(sub: argparse._SubParsersAction) -> None:
         "inspect", help="print the card, parameter count and candidate target layers"
     )
     q.add_argument("bundle", type=Path)
+    _add_trust_code(q)
     q.set_defaults(func=cmd_model_inspect)
 
 

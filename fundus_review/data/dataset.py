@@ -136,7 +136,10 @@ def _find_images(root: Path) -> tuple[list[ImageRecord], list[tuple[str, str]]]:
                     if not entry.is_symlink() and _wanted_dir(name, at_root=not prefix):
                         pending.append((entry.path, f"{prefix}{name}/"))
                     continue
-            except OSError:
+            except OSError as exc:  # a link to itself: neither file nor folder
+                problems.append(
+                    (entry.path, f"cannot read ({exc.strerror or exc}); fix or remove this link")
+                )
                 continue
             ext = os.path.splitext(name)[1].lower()
             if ext in IMAGE_EXTENSIONS:

@@ -126,12 +126,32 @@ def _read_mask(path: Path) -> np.ndarray:
             with Image.open(path) as im:
                 im.load()
                 lossy = im.format == "JPEG"
+                if not lossy:
+                    _check_two_levels(im, path)
                 # Same orientation rule as load_image, so mask and photo share one grid.
                 return _to_bool(ImageOps.exif_transpose(im), lossy)
     except UnidentifiedImageError as exc:
         raise DatasetError(f"{path}: not an image file, cannot read it as a mask") from exc
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise DatasetError(f"{path}: truncated or corrupt mask file ({exc})") from exc
+
+
+def _check_two_levels(im: Image.Image, path: Path) -> None:
+    """A gray mask with more than two values is a probability map, anti-aliased drawing or a
+    label map (0/128/255 cup and disc): "any non-zero" would silently grow the structure."""
+    if im.mode not in ("L", "I", "I;16", "I;16B", "I;16L"):
+        return  # colour, palette and 1-bit masks: any non-zero colour is the structure
+    a = np.asarray(im)
+    if a.dtype.kind == "u" and a.dtype.itemsize <= 2:
+        levels = int(np.count_nonzero(np.bincount(a.ravel(), minlength=2)))
+    else:
+        levels = len(np.unique(a))
+    if levels > 2:
+        raise DatasetError(
+            f"{path}: mask is not binary ({levels} gray levels, e.g. a probability map, "
+            "anti-aliased edges or several structures in one file); save it with two values, "
+            "0 for background"
+        )
 
 
 def _to_bool(im: Image.Image, lossy: bool) -> np.ndarray:

@@ -14,6 +14,7 @@ from PySide6.QtGui import QDesktopServices
 from PySide6.QtWidgets import QFileDialog
 
 from fundus_review.errors import FundusReviewError
+from fundus_review.gui.trust_prompt import allow_bundle_code
 
 ROW_REFRESH_S = 2.0  # while a job runs, new predictions reach the browser this often
 
@@ -71,6 +72,7 @@ class JobsMixin:
             if ids == []:
                 raise FundusReviewError("no image selected")
             req = self.session.analysis_request(methods, layers, target, ids)
+            allow_bundle_code(self, req.bundle)  # asks before a bundle's code could run
             self.jobs.start(req)
         except FundusReviewError as exc:
             self.show_error(exc)

@@ -15,6 +15,7 @@ from PySide6.QtWidgets import QFileDialog
 
 from fundus_review.errors import FundusReviewError
 from fundus_review.gui.settings import get_str
+from fundus_review.gui.trust_prompt import allow_bundle_code
 from fundus_review.views.window_state import load_bundle_card
 
 
@@ -45,6 +46,10 @@ class OpenMixin:
     def ask_bundle(self) -> None:
         folder = QFileDialog.getExistingDirectory(self, "Open a model bundle folder")
         if folder:
+            try:
+                allow_bundle_code(self, Path(folder))  # a bundle that needs code says so now
+            except FundusReviewError as exc:
+                self.show_error(exc)
             self.refresh_bundles(Path(folder))
             self.set_bundle(Path(folder))
 

@@ -1,8 +1,9 @@
 """Build an untrained network from a card's `architecture` string, and find its classifier head.
 
-Architectures: `timm:<name>`, `torchvision:<name>`, or an importable `package.module:factory`.
-Models are always created with pretrained=False / weights=None: the bundle's weights are loaded
-afterwards, and nothing is ever fetched from a hub.
+Architectures: `timm:<name>`, `torchvision:<name>`, or an importable `package.module:factory`,
+which runs code and is therefore refused unless trusted (see `inference/trust.py`). Models are
+always created with pretrained=False / weights=None: the bundle's weights are loaded afterwards,
+and nothing is ever fetched from a hub.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ import difflib
 import importlib
 import inspect
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from fundus_review.inference.card import split_architecture
+from fundus_review.inference import trust
 
 
 def _suggest(name: str, known: list[str]) -> str:
@@ -58,10 +60,11 @@ def _build_torchvision(
 
 
 def _build_factory(
-    module_name: str, factory_name: str, num_classes: int, kwargs: dict
+    module_name: str, factory_name: str, num_classes: int, kwargs: dict, bundle_dir: Path | None
 ) -> nn.Module:
-    # Only already-installed modules are importable: a bundle folder is never put on sys.path,
-    # so loading a bundle cannot execute code shipped inside it.
+    # Only installed modules are importable: a bundle folder is never put on sys.path, and a
+    # module found inside it (the current directory may be the bundle) is refused.
+    trust.check_location(module_name, bundle_dir)
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -92,15 +95,25 @@ def build_architecture(
     num_classes: int,
     input_size: tuple[int, int],
     kwargs: dict | None = None,
+    trust_code: bool = False,
+    bundle_dir: Path | None = None,
 ) -> nn.Module:
-    """An untrained model; raises ValueError with a user-readable reason."""
-    source, name = split_architecture(architecture)
+    """An untrained model; raises ValueError with a user-readable reason.
+
+    A `package.module:factory` architecture raises trust.UntrustedCodeError before anything is
+    imported unless `trust_code` (the caller's user typed it) or the module is allowed.
+    """
+    where = f"bundle {bundle_dir}" if bundle_dir is not None else "architecture"
+    trust.require_trusted(architecture, where, trust_code)
+    source, name = trust.split_source(architecture)
     kwargs = dict(kwargs or {})
+    if source in ("timm", "torchvision"):
+        trust.check_builder_kwargs(architecture, kwargs)
     if source == "timm":
         return _build_timm(name, num_classes, input_size, kwargs)
     if source == "torchvision":
         return _build_torchvision(name, num_classes, input_size, kwargs)
-    return _build_factory(source, name, num_classes, kwargs)
+    return _build_factory(source, name, num_classes, kwargs, bundle_dir)
 
 
 def find_head(model: nn.Module) -> tuple[str, nn.Module] | None:

@@ -3,7 +3,8 @@
 Example card::
 
     name = "dr-resnet18"
-    architecture = "timm:resnet18"          # or "torchvision:<name>" or "package.module:factory"
+    architecture = "timm:resnet18"          # or "torchvision:<name>"; "package.module:factory"
+                                            # runs code: only when trusted (inference/trust.py)
     classes = ["no_dr", "dr"]
     input_size = [224, 224]                 # [h, w]
     resize = "resize"                       # "resize" | "center_crop" | "letterbox"
@@ -45,6 +46,7 @@ from fundus_review.inference.card import (  # noqa: F401 - re-exported: the bund
     read_card,
 )
 from fundus_review.inference.toml_writer import dump_toml
+from fundus_review.inference.trust import UntrustedCodeError
 from fundus_review.inference.weights import WeightsError, load_into, read_weights
 
 
@@ -56,19 +58,34 @@ class ModelBundle:
     weights_sha256: str
 
     def build_model(
-        self, device: str | torch.device = "cpu", check_input: bool = True
+        self,
+        device: str | torch.device = "cpu",
+        check_input: bool = True,
+        trust_code: bool = False,
+        check_layers: bool = True,
     ) -> nn.Module:
         """The network in eval mode with the bundle's weights, on `device`.
 
         With `check_input`, one dummy forward proves the card's input size is accepted and the
-        output has one logit per class (a clear error now beats a cryptic one mid-run).
+        output has one logit per class (a clear error now beats a cryptic one mid-run);
+        `check_layers` checks the card's target layers likewise. A `package.module:factory` architecture needs `trust_code` or an allowed module
+        (`inference/trust.py`); otherwise UntrustedCodeError, before anything is imported.
         """
         card = self.card
         kwargs = card.extra.get("model_kwargs", {})
+        if not isinstance(kwargs, dict):
+            raise BundleError(f"bundle {self.path}: [model_kwargs] must be a table")
         try:
             model = build_architecture(
-                card.architecture, len(card.classes), card.input_size, kwargs
+                card.architecture,
+                len(card.classes),
+                card.input_size,
+                kwargs,
+                trust_code=trust_code,
+                bundle_dir=self.path,
             )
+        except UntrustedCodeError:
+            raise
         except Exception as exc:  # noqa: BLE001 - any constructor failure is the bundle's problem
             raise BundleError(
                 f"bundle {self.path}: cannot build architecture {card.architecture!r}: {exc}"
@@ -76,12 +93,37 @@ class ModelBundle:
         try:
             load_into(model, read_weights(self.weights_path), card.classes)
         except WeightsError as exc:
-            raise BundleError(f"bundle {self.path} ({self.weights_path.name}): {exc}") from exc
+            raise BundleError(
+                f"bundle {self.path} ({self.weights_path.name}): {exc}. Copy the bundle again if "
+                "the file is damaged, or make the card describe the network the weights are from"
+            ) from exc
         model.eval()
         model.to(device)
         if check_input:
             self._check_forward(model, device)
+        if check_layers:
+            problem = self.card_layer_problem(model)
+            if problem:
+                raise BundleError(problem)
         return model
+
+    def card_layer_problem(self, model: nn.Module) -> str | None:
+        """Why a `target_layers` entry of the card names no module of `model` (None: all do).
+
+        Checked when the model is built, so a typo in the card is reported with the card's
+        file name, not as an unexplained failure when the first CAM is computed.
+        """
+        from fundus_review.inference.layers import LayerError, resolve_layer
+
+        for path in self.card.target_layers:
+            try:
+                resolve_layer(model, path)
+            except LayerError as exc:
+                return (
+                    f"{self.path / CARD_FILE}: target_layers: {exc} Fix the card "
+                    "(`fundus-review model inspect` lists candidate layers) or choose --layer"
+                )
+        return None
 
     def _check_forward(self, model: nn.Module, device: str | torch.device) -> None:
         h, w = self.card.input_size
@@ -179,13 +221,16 @@ def _short(value: object, limit: int = 100) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
-def describe_bundle(bundle: ModelBundle, device: str | torch.device = "cpu") -> str:
+def describe_bundle(
+    bundle: ModelBundle, device: str | torch.device = "cpu", trust_code: bool = False
+) -> str:
     """What `fundus-review model inspect BUNDLE` prints."""
     from fundus_review.inference.architectures import count_parameters, find_head
     from fundus_review.inference.layers import candidate_layers
 
     card = bundle.card
-    model = bundle.build_model(device)
+    # The card's layers are reported below, not refused: inspect is how a user finds good ones.
+    model = bundle.build_model(device, trust_code=trust_code, check_layers=False)
     head = find_head(model)
     lines = [
         f"Bundle:        {bundle.path}",
@@ -205,6 +250,9 @@ def describe_bundle(bundle: ModelBundle, device: str | torch.device = "cpu") -> 
     layers = bundle.target_layer_paths(model)
     source = "card" if card.target_layers else "family default"
     lines.append(f"Target layers: {', '.join(layers)} ({source})")
+    problem = bundle.card_layer_problem(model)
+    if problem:
+        lines.append(f"Problem:       {problem}")
     for key, value in card.extra.items():
         if isinstance(value, dict):
             lines.append(f"[{key}]")

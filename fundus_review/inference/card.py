@@ -169,11 +169,14 @@ def read_card(path: str | os.PathLike) -> tuple[Path, ModelCard]:
     card_path = folder / CARD_FILE
     if not card_path.is_file():
         present = ", ".join(sorted(p.name for p in folder.iterdir())[:10]) or "nothing"
-        raise BundleError(f"bundle {folder}: no {CARD_FILE} (the folder holds: {present})")
+        raise BundleError(
+            f"bundle {folder}: no {CARD_FILE} (the folder holds: {present}); a bundle is a folder "
+            f"with {CARD_FILE} beside its weights (README, Model bundles)"
+        )
     try:
         doc = tomllib.loads(card_path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{card_path}: invalid TOML: {exc}") from exc
+        raise BundleError(f"{card_path}: invalid TOML: {exc}; fix or replace the card") from exc
     if "weights" not in doc:
         doc["weights"] = _find_weights(folder)
     try:

@@ -62,7 +62,7 @@ class Database:
                 session.commit()
         except DBAPIError as exc:
             session.rollback()
-            raise StoreError(f"{self.display_name}: database error: {exc.orig}") from exc
+            raise StoreError(f"{self.display_name}: {_explain(exc.orig)}") from exc
         except BaseException:
             session.rollback()
             raise
@@ -80,6 +80,19 @@ class Database:
 
     def __repr__(self) -> str:
         return f"Database({self.display_name!r})"
+
+
+def _explain(orig: BaseException | None) -> str:
+    """A database error in words a user can act on (the transaction was rolled back)."""
+    text = str(orig)
+    if "readonly" in text or "read-only" in text:
+        return (
+            f"the database is read-only ({text}); nothing was written: make the file and its "
+            "folder writable, or open a copy"
+        )
+    if "malformed" in text or "not a database" in text:
+        return f"the database file is damaged ({text}); restore it from a backup"
+    return f"database error: {text}"
 
 
 def _to_url(url_or_path: str | Path) -> tuple[URL, str]:
@@ -162,7 +175,10 @@ def open_database(url_or_path: str | Path, *, migrations_dir: Path | None = None
     except DBAPIError as exc:
         engine.dispose()
         if is_sqlite and isinstance(exc.orig, sqlite3.DatabaseError):
-            raise StoreError(f"{display}: not a usable SQLite database ({exc.orig})") from None
+            raise StoreError(
+                f"{display}: not a usable SQLite database ({exc.orig}); the file was not changed: "
+                "restore it from a backup or choose another database file"
+            ) from None
         raise StoreError(f"{display}: cannot open the database ({exc.orig})") from None
     return Database(engine, display)
 

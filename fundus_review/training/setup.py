@@ -61,7 +61,8 @@ def build_model(
     kwargs: dict | None = None,
 ) -> nn.Module:
     try:
-        return build_architecture(architecture, num_classes, input_size, kwargs)
+        # The user typed this architecture (`train --arch`), so its module is theirs to run.
+        return build_architecture(architecture, num_classes, input_size, kwargs, trust_code=True)
     except (ValueError, TypeError, RuntimeError) as exc:
         extra = f" with {kwargs}" if kwargs else ""
         raise TrainError(f"architecture '{architecture}'{extra}: {exc}") from exc
@@ -81,7 +82,8 @@ def init_from_bundle(model: nn.Module, bundle: object, architecture: str) -> lis
         raise TrainError(
             f"init bundle {bundle.path}: it is a {card.architecture} model, not {architecture}"
         )
-    source = bundle.build_model("cpu").state_dict()
+    # Trusted: the check above makes the bundle's architecture the one the user typed.
+    source = bundle.build_model("cpu", trust_code=True).state_dict()
     target = model.state_dict()
     head = find_head(model)
     head_prefix = f"{head[0]}." if head is not None else None

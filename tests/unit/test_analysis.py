@@ -27,6 +27,15 @@ from fundus_review.store.schema import Annotation, CamRun, Heatmap, Image, Predi
 from tests.unit.cam_models import RedSpotNet
 
 
+@pytest.fixture(autouse=True)
+def _trust_test_models() -> None:
+    # The bundles here are built by this suite's own module, which the user would allow with
+    # --trust-code; tests/conftest.py revokes the grant after each test.
+    from fundus_review.inference.trust import grant
+
+    grant("tests.unit.cam_models")
+
+
 def _red_spot_bundle(folder: Path, resize: str, size: tuple[int, int] = (64, 64)) -> Path:
     card = ModelCard(
         name=f"red-spot-{resize}",

@@ -71,7 +71,7 @@ def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
 def test_model_inspect_prints_card_parameters_and_layers(
     bundle: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    assert main(["model", "inspect", str(bundle)]) == 0
+    assert main(["model", "inspect", str(bundle), "--trust-code"]) == 0
     out = capsys.readouterr().out
     assert "tests.unit.cam_models:red_spot_net" in out
     assert "red" in out and "not_red" in out
@@ -96,6 +96,7 @@ def test_analyze_then_import_masks(
     data = _dataset(tmp_path / "d", 3)
     db = tmp_path / "x.db"
     args = ["analyze", str(data), "--model", str(bundle), "--method", "gradcam,layercam"]
+    args += ["--trust-code"]  # the bundle's architecture is this suite's own module
     assert main([*args, "--db", str(db), "--quiet"]) == 0
     assert "3 analyzed, 0 reused" in capsys.readouterr().out
     assert _count(db, "heatmaps") == 6
@@ -123,7 +124,7 @@ def test_ctrl_c_stops_cleanly_and_keeps_finished_batches(tmp_path: Path, bundle:
     db = tmp_path / "sig.db"
     env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), "HF_HUB_OFFLINE": "1"}
     cmd = [sys.executable, "-m", "fundus_review", "analyze", str(data), "--model", str(bundle)]
-    cmd += ["--db", str(db), "--batch-size", "2", "--quiet"]
+    cmd += ["--db", str(db), "--batch-size", "2", "--quiet", "--trust-code"]
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:

@@ -34,6 +34,15 @@ from fundus_review.training.train import TrainConfig, train_model
 TINY = "tests.unit.test_train:tiny_cnn"
 
 
+@pytest.fixture(autouse=True)
+def _trust_tiny_cnn() -> None:
+    # Bundles trained here are built by this module, which a user would allow with --trust-code;
+    # tests/conftest.py revokes the grant after each test.
+    from fundus_review.inference.trust import grant
+
+    grant("tests.unit.test_train")
+
+
 class TinyCNN(nn.Module):
     """Two conv blocks with BatchNorm and a linear head: trains in milliseconds."""
 
