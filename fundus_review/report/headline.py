@@ -255,7 +255,8 @@ def hit_rate_plot(
                 ax.errorbar(
                     [a["estimate"]],
                     [yi],
-                    xerr=[[a["estimate"] - lo], [hi - a["estimate"]]],
+                    # max(0, .): a Wilson bound equal to the estimate can differ by rounding.
+                    xerr=[[max(0.0, a["estimate"] - lo)], [max(0.0, hi - a["estimate"])]],
                     fmt="o",
                     color=color,
                     capsize=3,
