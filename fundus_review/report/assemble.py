@@ -8,7 +8,7 @@ from fundus_review.report.aggregates import AggIndex
 from fundus_review.report.data import ReportData
 from fundus_review.report.document import Document, Gallery, Para, Plot, Section
 from fundus_review.report.figures import confidence_plot, distribution_plot
-from fundus_review.report.headline import TrustFindings, headline_section
+from fundus_review.report.headline import TrustFindings, baseline_section, headline_section
 from fundus_review.report.headline_data import (
     baseline_names,
     centre_runs,
@@ -71,6 +71,9 @@ def build_document(
             findings if findings is not None else findings_of(data),
             baseline_names(data),
             centre_runs(data),
+        ),
+        baseline_section(
+            headline_runs(data), idx, data.structures, data.reviewers, baseline_names(data)
         ),
         run_section(data, **settings),
     ]

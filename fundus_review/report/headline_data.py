@@ -11,7 +11,7 @@ from fundus_review.report.headline import HeadlineRun, TrustFindings
 BASELINE_NAMES = {
     "centre": "a Gaussian at the image centre",
     "fov-centre": "a Gaussian at the centre of the field of view",
-    "uniform": "a constant map",
+    "uniform": "a constant map (every pixel is its maximum)",
     "random": "a random map",
 }
 
