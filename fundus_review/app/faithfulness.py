@@ -142,12 +142,14 @@ def run_faithfulness(
         )
         summary.model_id = rec.id
         roots = {d.id: Path(d.root) for d in repo.list_datasets(s)}
-        rows = [
-            r for r in repo.iter_results(s, model=rec.id) if wanted is None or r.method in wanted
-        ]
+        rows = [r for r in repo.iter_results(s, model=rec.id) if r.sha256]
     by_run: dict[int, dict[str, Any]] = {}
+    # Every heatmap of the model per image: their stored baseline values (which depend on the
+    # model, image, target class and parameters only) serve the other runs of the same image.
+    siblings: dict[str, list[tuple[int, int]]] = {}
     for r in rows:
-        if r.sha256:
+        siblings.setdefault(r.sha256, []).append((r.heatmap_id, r.target_index))
+        if wanted is None or r.method in wanted:
             by_run.setdefault(r.run_id, {}).setdefault(r.sha256, r)  # one heatmap per content
             summary.run_ids[r.method] = r.run_id
     jobs: dict[str, list[_Job]] = {}  # image sha256 -> heatmaps to compute
@@ -177,8 +179,19 @@ def run_faithfulness(
                 summary.cancelled = True
                 break
             try:
+                reuse = [] if force else siblings.get(sha, [])
                 summary.computed += _one_image(
-                    db, net, card, paths[sha], sha, image_jobs, fractions, seed, noise, params
+                    db,
+                    net,
+                    card,
+                    paths[sha],
+                    sha,
+                    image_jobs,
+                    reuse,
+                    fractions,
+                    seed,
+                    noise,
+                    params,
                 )
             except (FundusReviewError, OSError, ValueError, IndexError) as exc:
                 reason = str(getattr(exc, "reason", exc))
@@ -196,12 +209,14 @@ def _one_image(
     path: Path,
     sha: str,
     jobs: list[_Job],
+    siblings: list[tuple[int, int]],
     fractions: tuple[float, ...],
     seed: int,
     noise: float,
     params: dict[str, Any],
 ) -> int:
-    """ROAD of every job's heatmap of one image, plus the baselines per target class; stored in
+    """ROAD of every job's heatmap of one image, plus the baselines per target class unless a
+    sibling heatmap (id, target) of the same model and image has them stored already; stored in
     one transaction. Returns how many heatmaps were stored."""
     import torch
 
@@ -216,7 +231,14 @@ def _one_image(
     h, w = x.shape[-2:]
     maps: list[np.ndarray] = []
     targets: list[int] = []
+    base_names = [n for n in expected_metrics(fractions) if n.startswith("baseline_")]
+    base: dict[int, dict[str, float | None]] = {}  # target class -> stored baseline values
     with db.session(read_only=True) as s:
+        stored = rf.faithfulness_values(s, [hm for hm, _ in siblings], params)
+        for hm, target in siblings:
+            found = stored.get(hm, {})
+            if target not in base and all(n in found for n in base_names):
+                base[target] = {n: found[n] for n in base_names}
         for job in jobs:
             found = repo.load_heatmap(s, job.run_id, job.image_id)
             if found is None:
@@ -228,24 +250,23 @@ def _one_image(
     if any(not 0 <= t < n_classes for t in targets):
         raise FundusReviewError(f"a stored target class is not one of the {n_classes} classes")
     kinds = {"random": bl.random_map((h, w), seed, sha), "centre": bl.centre_gaussian((h, w))}
-    classes = sorted(set(targets))
+    classes = sorted(set(targets) - set(base))
     cams = maps + [kinds[k] for k in BASELINE_KINDS for _ in classes]
     all_targets = targets + [t for _ in BASELINE_KINDS for t in classes]
     device = next(iter(net.parameters()), torch.zeros(0)).device
+    # All maps of the image in one call: one forward per fraction for all of them.
     batch = x.to(device).expand(len(cams), -1, -1, -1).contiguous()
     results = road_scores(net, batch, cams, all_targets, fractions, seed=seed, noise=noise)
     own, rest = results[: len(jobs)], results[len(jobs) :]
-    base = {
-        (k, t): rest[i * len(classes) + j].metrics()
-        for i, k in enumerate(BASELINE_KINDS)
-        for j, t in enumerate(classes)
-    }
+    for j, t in enumerate(classes):
+        base[t] = {
+            baseline_metric(k, m): v
+            for i, k in enumerate(BASELINE_KINDS)
+            for m, v in rest[i * len(classes) + j].metrics().items()
+        }
     with db.session() as s:
         for job, res, target in zip(jobs, own, targets, strict=True):
-            values: dict[str, float | None] = dict(res.metrics())
-            for k in BASELINE_KINDS:
-                values.update({baseline_metric(k, m): v for m, v in base[(k, target)].items()})
-            rf.save_faithfulness(s, job.heatmap_id, values, params)
+            rf.save_faithfulness(s, job.heatmap_id, {**res.metrics(), **base[target]}, params)
     return len(jobs)
 
 

@@ -162,3 +162,33 @@ def test_cancel_keeps_what_is_finished(tmp_path: Path) -> None:
         assert len(_stored(db, run_id)) == 1
         rest = af.run_faithfulness(db, bundle, sample=None, removed=REMOVED)
         assert (rest.computed, rest.reused) == (2, 1)
+
+
+def test_a_later_method_reuses_the_stored_baselines_of_the_image(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data, bundle, db_path, grad_run = _world(tmp_path, n=2)
+    with open_database(db_path) as db:
+        af.run_faithfulness(db, bundle, sample=None, removed=REMOVED)
+        events = list(run_analysis(AnalysisRequest(data, bundle, ["hirescam"], db_path), db=db))
+        hires_run = events[-1].run_ids["hirescam"]
+        sizes: list[int] = []
+        real = inf.road_scores
+
+        def counting(model, batch, cams, *a, **k):  # noqa: ANN001, ANN002, ANN003, ANN202
+            sizes.append(len(cams))
+            return real(model, batch, cams, *a, **k)
+
+        monkeypatch.setattr(inf, "road_scores", counting)
+        out = af.run_faithfulness(db, bundle, sample=None, removed=REMOVED)
+        assert (out.computed, out.reused) == (2, 2)
+        assert sizes == [1, 1]  # only the new heatmap of each image, no baseline maps
+        grad, hires = _stored(db, grad_run), _stored(db, hires_run)
+        with db.session(read_only=True) as s:
+            image_of = {r.heatmap_id: r.image_id for r in repo.iter_results(s)}
+        by_image = {image_of[h]: v for h, v in grad.items()}
+        for h, values in hires.items():
+            for name in af.expected_metrics(REMOVED):
+                if name.startswith("baseline_"):
+                    assert values[name] == by_image[image_of[h]][name]
+        assert len(af.faithfulness_table(db, removed=REMOVED, n_resamples=50)) == 2
