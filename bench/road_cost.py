@@ -37,6 +37,12 @@ def main() -> None:
     ap.add_argument("--images", type=Path, required=True, help="folder of photographs")
     ap.add_argument("-n", type=int, default=4, help="images to time")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument(
+        "--removed",
+        type=lambda t: tuple(float(v) for v in t.split(",")),
+        default=DEFAULT_REMOVED,
+        help="removal fractions, comma-separated (default 0.1,0.3,0.5,0.7,0.9)",
+    )
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     t = time.perf_counter()
@@ -52,11 +58,11 @@ def main() -> None:
     cams = res.heatmaps["gradcam"]
     print("share of exactly-zero CAM pixels:", [round(float((c == 0).mean()), 2) for c in cams])
     c0, w0 = time.process_time(), time.perf_counter()
-    out = road_scores(model, x, cams, res.target_index.tolist())
+    out = road_scores(model, x, cams, res.target_index.tolist(), removed=args.removed)
     cpu, wall = time.process_time() - c0, time.perf_counter() - w0
     n = len(images)
     print(
-        f"road_scores, {n} images x {len(DEFAULT_REMOVED)} fractions x 2 orders at "
+        f"road_scores, {n} images x {len(args.removed)} fractions x 2 orders at "
         f"{tuple(x.shape[-2:])}: {cpu / n:.2f} s CPU / image ({wall / n:.2f} s wall)"
     )
     for r in out:
@@ -67,7 +73,7 @@ def main() -> None:
     size = tuple(x.shape[-2:])
     for name, imp in (("package", NoisyLinearImputer()), ("fast", FastNoisyLinearImputer())):
         c0 = time.process_time()
-        for f in DEFAULT_REMOVED:
+        for f in args.removed:
             for most in (True, False):
                 mask = keep_mask(removal_order(cams[0], most, 0), size, f)
                 imp(x[0], torch.from_numpy(mask))

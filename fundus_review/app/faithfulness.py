@@ -23,6 +23,10 @@ Methods", ICML 2022); the definitions of ``road_morf``, ``road_lerf`` and ``road
   bootstrap 95 % CIs (``core.stats.summarize``), the same for each baseline, and the paired
   difference run - baseline of road_combined over the same images (``core.stats.paired_difference``,
   bootstrap CI and sign-flip p-value).
+- **Cost** (demo bundle, 224 x 224, one CPU thread): about 1.7 s per image and map, so the first
+  method on an image costs about 5 s (its map and the two baselines, whose values later runs of
+  the same image and class reuse) and each further method about 1.7 s: 50 images take about 4-5
+  min for the first method and 1.5 min for each further one. See ``bench/road_cost.py``.
 """
 
 from __future__ import annotations
