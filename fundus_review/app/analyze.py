@@ -1,8 +1,11 @@
 """Run a model bundle and its CAM methods over a dataset, storing results as they are produced.
 
 `run_analysis` is a generator of events: the CLI draws a progress bar from them, the GUI worker
-forwards them as Qt signals. Each finished batch is committed in its own transaction, so a
-cancel (event or Ctrl-C) keeps everything finished before it.
+forwards them as Qt signals. Its steps, each a function below: register the folder, import the
+expert masks (only when the request says so), load the model, plan (which images still miss a
+result), then per batch compute (one forward/backward for every method) and store. Each finished
+batch is committed in its own transaction, so a cancel (event or Ctrl-C) keeps everything
+finished before it.
 """
 
 from __future__ import annotations
@@ -11,17 +14,22 @@ import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from fundus_review.app.importing import RegisteredDataset, import_masks, register_dataset
 from fundus_review.data.images import load_image
 from fundus_review.errors import FundusReviewError
-from fundus_review.store import repo
+from fundus_review.store import repo, repo_analysis
 from fundus_review.store.db import Database, open_database
-from fundus_review.store.schema import CamRun, Image, ModelRecord
+
+if TYPE_CHECKING:  # torch-heavy: imported by the steps that use them
+    from fundus_review.inference.bundle import ModelBundle
+    from fundus_review.inference.cam import CamEngine
 
 
 @dataclass
@@ -35,8 +43,10 @@ class AnalysisRequest:
     labels_csv: Path | None = None
     filename_column: str | None = None
     label_column: str | None = None
-    masks_dir: Path | None = None  # None: <dataset>/masks when it exists
-    import_masks: bool = True  # False: the caller keeps the masks current (the GUI does)
+    # The mask import step: masks_dir (None: <dataset>/masks when it exists) as `reviewer`.
+    # False: the caller keeps the masks current itself (the GUI imports them when a folder opens).
+    import_masks: bool = True
+    masks_dir: Path | None = None
     reviewer: str = "reference"
     device: str | None = None
     batch_size: int = 16
@@ -56,7 +66,9 @@ class Started:
 
 
 @dataclass
-class Progress:
+class AnalysisProgress:
+    """After each batch: images done (computed or failed) of those planned."""
+
     done: int
     total: int
     failed: int
@@ -83,7 +95,7 @@ class Finished:
     run_ids: dict[str, int] = field(default_factory=dict)
 
 
-Event = Started | Progress | ImageFailed | Finished
+Event = Started | AnalysisProgress | ImageFailed | Finished
 
 
 def target_policy(target: str, classes: list[str]) -> tuple[str, int | None]:
@@ -97,36 +109,13 @@ def target_policy(target: str, classes: list[str]) -> tuple[str, int | None]:
     return f"class:{target}", classes.index(target)
 
 
-def _load(path: Path) -> np.ndarray | ImageFailed:
-    try:
-        return load_image(path)
-    except FundusReviewError as exc:
-        return ImageFailed(str(path), str(getattr(exc, "reason", exc)))
-    except OSError as exc:
-        return ImageFailed(str(path), f"cannot read file: {exc}")
-
-
 def run_analysis(
     req: AnalysisRequest, cancel: threading.Event | None = None, db: Database | None = None
 ) -> Iterator[Event]:
-    """Analyze every image of `req.dataset`; yields Started, then Progress/ImageFailed, then Finished."""
-    # torch is imported here, not at module import, so that `fundus-review --help` stays instant.
-    from fundus_review.inference.bundle import load_bundle
-    from fundus_review.inference.cam import CamEngine, canonical_method
-    from fundus_review.inference.device import pick_device
-    from fundus_review.inference.layers import (
-        default_target_layers,
-        reshape_transform_for,
-        resolve_layer,
-    )
-    from fundus_review.inference.preprocess import prepare_batch
-
+    """Analyze every image of `req.dataset`; yields Started, then AnalysisProgress/ImageFailed,
+    then Finished. `db`: an open Database to use (default: open `req.db` for this run)."""
     t0 = time.perf_counter()
-    methods = [canonical_method(m) for m in req.methods]
-    bundle = load_bundle(req.bundle)
-    card = bundle.card
-    policy, target_index = target_policy(req.target, card.classes)
-
+    model = LoadedModel.of(req)  # a bad bundle, method or target fails before any database work
     own_db = db is None
     db = db or open_database(req.db)
     try:
@@ -139,132 +128,55 @@ def run_analysis(
             only=req.image_ids,
             cancel=None if cancel is None else cancel.is_set,
         )
-        masks_imported = _maybe_import_masks(db, registered, req) if req.import_masks else 0
-
-        device = pick_device(req.device)
-        model = bundle.build_model(device)
-        layer_names = (
-            list(req.layers or [])
-            or card.target_layers
-            or default_target_layers(model, card.architecture)
-        )
-        layers = [resolve_layer(model, name) for name in layer_names]
-
-        with db.session() as s:
-            model_rec = repo.get_or_create_model(
-                s,
-                card.name,
-                card.architecture,
-                card.to_dict(),
-                bundle.weights_sha256,
-                str(bundle.path),
-            )
-            runs = {
-                m: repo.get_or_create_cam_run(s, model_rec, m, layer_names, policy, {})
-                for m in methods
-            }
-            model_id = model_rec.id
-            run_ids = {m: r.id for m, r in runs.items()}
-            wanted = set(registered.image_ids.values())
-            if req.image_ids is not None:
-                wanted &= set(req.image_ids)
-            todo_ids = set(wanted)
-            if not req.force:
-                done_for_all = None
-                for run in runs.values():
-                    done = repo.find_done_images(s, sorted(wanted), run)
-                    done_for_all = done if done_for_all is None else done_for_all & done
-                todo_ids -= done_for_all or set()
-            todo = sorted((s.get(Image, i).rel_path, i) for i in todo_ids)
-        reused = len(wanted) - len(todo)
+        masks_imported = import_request_masks(db, registered, req) if req.import_masks else 0
+        model.build(req)
+        plan = plan_analysis(db, req, model, registered)
         yield Started(
-            total=len(todo),
-            reused=reused,
-            device=str(device),
-            methods=methods,
-            layers=layer_names,
+            total=len(plan.todo),
+            reused=plan.reused,
+            device=str(model.device),
+            methods=model.methods,
+            layers=model.layer_names,
             problems=registered.problems,
             masks_imported=masks_imported,
         )
-
-        failed: list[tuple[str, str]] = []
-        computed = 0
-        cancelled = False
-        batches = [todo[i : i + req.batch_size] for i in range(0, len(todo), req.batch_size)]
-        root = registered.root
-        engine = CamEngine(
-            model,
-            layers,
-            methods,
-            reshape_transform=reshape_transform_for(model, card.architecture),
-        )
-        # Decoding JPEGs overlaps with the model: the next batch loads while this one runs.
-        with engine, ThreadPoolExecutor(max_workers=2) as pool:
-            pending = [pool.submit(_load, root / rel) for rel, _ in batches[0]] if batches else []
-            compute_start = time.perf_counter()
-            for bi, batch in enumerate(batches):
+        with model.engine() as engine, closing(_load_batches(plan, req.batch_size)) as batches:
+            progress = _Clock(len(plan.todo))
+            for _ in range(plan.n_batches(req.batch_size)):
                 if cancel is not None and cancel.is_set():
-                    cancelled = True
+                    progress.cancelled = True
                     break
-                loaded = [f.result() for f in pending]
-                if bi + 1 < len(batches):
-                    pending = [pool.submit(_load, root / rel) for rel, _ in batches[bi + 1]]
                 good: list[tuple[int, np.ndarray]] = []
-                for (_rel, image_id), img in zip(batch, loaded, strict=True):
+                for image_id, img in next(batches):
                     if isinstance(img, ImageFailed):
-                        failed.append((img.path, img.reason))
+                        progress.failed.append((img.path, img.reason))
                         yield img
                     else:
                         good.append((image_id, img))
                 if good:
-                    tensor, transforms = prepare_batch([img for _, img in good], card)
-                    tensor = tensor.to(device)
-                    targets = None if target_index is None else [target_index] * len(good)
-                    result = engine.run(tensor, targets)
-                    with db.session() as s:
-                        model_rec = s.get(ModelRecord, model_id)
-                        for k, (image_id, _) in enumerate(good):
-                            image = s.get(Image, image_id)
-                            repo.save_prediction(
-                                s,
-                                image,
-                                model_rec,
-                                result.probs[k].tolist(),
-                                int(np.argmax(result.probs[k])),
-                                transforms[k].to_dict(),
-                            )
-                            for m in methods:
-                                run = s.get(CamRun, run_ids[m])
-                                repo.save_heatmap(
-                                    s,
-                                    run,
-                                    image,
-                                    int(result.target_index[k]),
-                                    result.heatmaps[m][k],
-                                )
-                    computed += len(good)
-                elapsed = time.perf_counter() - compute_start
-                done = computed + len(failed)
-                rate = computed / elapsed if elapsed > 0 else 0.0
-                eta = (len(todo) - done) / rate if rate > 0 else None
-                yield Progress(done, len(todo), len(failed), rate, eta)
+                    store_batch(db, plan, compute_batch(engine, model, good))
+                    progress.computed += len(good)
+                yield progress.event()
         yield Finished(
-            computed=computed,
-            reused=reused,
-            failed=failed,
-            cancelled=cancelled,
+            computed=progress.computed,
+            reused=plan.reused,
+            failed=progress.failed,
+            cancelled=progress.cancelled,
             seconds=time.perf_counter() - t0,
             db=str(req.db),
             dataset_id=registered.dataset_id,
-            model_id=model_id,
-            run_ids=run_ids,
+            model_id=plan.model_id,
+            run_ids=plan.run_ids,
         )
     finally:
         if own_db:
             db.close()
 
 
-def _maybe_import_masks(db: Database, registered: RegisteredDataset, req: AnalysisRequest) -> int:
+def import_request_masks(db: Database, registered: RegisteredDataset, req: AnalysisRequest) -> int:
+    """The mask import step: `req.masks_dir`, else `<dataset>/masks` when it exists, imported as
+    `req.reviewer` (idempotent); returns the number of masks imported, problems go to
+    `registered.problems`."""
     masks_dir = req.masks_dir
     if masks_dir is None and (registered.root / "masks").is_dir():
         masks_dir = registered.root / "masks"
@@ -273,3 +185,189 @@ def _maybe_import_masks(db: Database, registered: RegisteredDataset, req: Analys
     summary = import_masks(db, registered, masks_dir, req.reviewer)
     registered.problems.extend(summary.problems)
     return summary.imported
+
+
+@dataclass
+class LoadedModel:
+    """The bundle and what the request asks of it; `build` puts the network on its device."""
+
+    bundle: ModelBundle
+    methods: list[str]
+    policy: str  # stored with each CAM run: "predicted" or "class:<name>"
+    target_index: int | None
+    device: Any = None
+    network: Any = None
+    layer_names: list[str] = field(default_factory=list)
+    layers: list[Any] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, req: AnalysisRequest) -> LoadedModel:
+        # torch is imported here, not at module import, so that `fundus-review --help` stays instant.
+        from fundus_review.inference.bundle import load_bundle
+        from fundus_review.inference.cam import canonical_method
+
+        methods = [canonical_method(m) for m in req.methods]
+        bundle = load_bundle(req.bundle)
+        policy, target_index = target_policy(req.target, bundle.card.classes)
+        return cls(bundle, methods, policy, target_index)
+
+    def build(self, req: AnalysisRequest) -> None:
+        from fundus_review.inference.device import pick_device
+        from fundus_review.inference.layers import default_target_layers, resolve_layer
+
+        card = self.bundle.card
+        self.device = pick_device(req.device)
+        self.network = self.bundle.build_model(self.device)
+        self.layer_names = (
+            list(req.layers or [])
+            or card.target_layers
+            or default_target_layers(self.network, card.architecture)
+        )
+        self.layers = [resolve_layer(self.network, name) for name in self.layer_names]
+
+    def engine(self) -> CamEngine:
+        from fundus_review.inference.cam import CamEngine
+        from fundus_review.inference.layers import reshape_transform_for
+
+        arch = self.bundle.card.architecture
+        return CamEngine(
+            self.network,
+            self.layers,
+            self.methods,
+            reshape_transform=reshape_transform_for(self.network, arch),
+        )
+
+
+@dataclass
+class AnalysisPlan:
+    """What a run computes: its model and CAM run rows, and the images still missing a result."""
+
+    root: Path
+    model_id: int
+    run_ids: dict[str, int]  # method -> CAM run id
+    todo: list[tuple[str, int]]  # (rel_path, image id), in path order
+    reused: int  # images whose results are already stored for every method
+
+    def n_batches(self, batch_size: int) -> int:
+        return -(-len(self.todo) // batch_size)
+
+
+def plan_analysis(
+    db: Database, req: AnalysisRequest, model: LoadedModel, registered: RegisteredDataset
+) -> AnalysisPlan:
+    """Record the model and its CAM runs; which requested images lack a result of any of them
+    (all of them with `req.force`)."""
+    card, bundle = model.bundle.card, model.bundle
+    with db.session() as s:
+        model_rec = repo.get_or_create_model(
+            s, card.name, card.architecture, card.to_dict(), bundle.weights_sha256, str(bundle.path)
+        )
+        runs = {
+            m: repo.get_or_create_cam_run(s, model_rec, m, model.layer_names, model.policy, {})
+            for m in model.methods
+        }
+        wanted = set(registered.image_ids.values())
+        if req.image_ids is not None:
+            wanted &= set(req.image_ids)
+        todo_ids = set(wanted)
+        if not req.force:
+            done_for_all = None
+            for run in runs.values():
+                done = repo.find_done_images(s, sorted(wanted), run)
+                done_for_all = done if done_for_all is None else done_for_all & done
+            todo_ids -= done_for_all or set()
+        todo = repo_analysis.image_paths(s, todo_ids)
+        return AnalysisPlan(
+            registered.root,
+            model_rec.id,
+            {m: r.id for m, r in runs.items()},
+            todo,
+            reused=len(wanted) - len(todo),
+        )
+
+
+def _load(path: Path) -> np.ndarray | ImageFailed:
+    try:
+        return load_image(path)
+    except FundusReviewError as exc:
+        return ImageFailed(str(path), str(getattr(exc, "reason", exc)))
+    except OSError as exc:
+        return ImageFailed(str(path), f"cannot read file: {exc}")
+
+
+def _load_batches(
+    plan: AnalysisPlan, batch_size: int
+) -> Iterator[list[tuple[int, np.ndarray | ImageFailed]]]:
+    """The planned images decoded batch by batch; decoding overlaps with the model: the next
+    batch loads while the caller computes this one."""
+    batches = [plan.todo[i : i + batch_size] for i in range(0, len(plan.todo), batch_size)]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        pending = [pool.submit(_load, plan.root / rel) for rel, _ in batches[0]] if batches else []
+        for bi, batch in enumerate(batches):
+            loaded = [f.result() for f in pending]
+            if bi + 1 < len(batches):
+                pending = [pool.submit(_load, plan.root / rel) for rel, _ in batches[bi + 1]]
+            yield [(image_id, img) for (_rel, image_id), img in zip(batch, loaded, strict=True)]
+
+
+@dataclass
+class BatchResult:
+    """One batch computed: per image its probabilities, input transform, target and heatmaps."""
+
+    image_ids: list[int]
+    probs: np.ndarray  # (B, classes)
+    transforms: list[dict]
+    target_index: np.ndarray  # (B,)
+    heatmaps: dict[str, np.ndarray]  # method -> (B, h, w)
+
+
+def compute_batch(
+    engine: CamEngine, model: LoadedModel, good: list[tuple[int, np.ndarray]]
+) -> BatchResult:
+    """Preprocess the images and run every CAM method in one pass (no database access)."""
+    from fundus_review.inference.preprocess import prepare_batch
+
+    tensor, transforms = prepare_batch([img for _, img in good], model.bundle.card)
+    tensor = tensor.to(model.device)
+    targets = None if model.target_index is None else [model.target_index] * len(good)
+    result = engine.run(tensor, targets)
+    return BatchResult(
+        [image_id for image_id, _ in good],
+        result.probs,
+        [tf.to_dict() for tf in transforms],
+        result.target_index,
+        result.heatmaps,
+    )
+
+
+def store_batch(db: Database, plan: AnalysisPlan, batch: BatchResult) -> None:
+    """One transaction per batch: a cancel or a crash keeps every batch stored before it."""
+    with db.session() as s:
+        for k, image_id in enumerate(batch.image_ids):
+            repo_analysis.save_analysed_image(
+                s,
+                image_id,
+                plan.model_id,
+                batch.probs[k].tolist(),
+                batch.transforms[k],
+                int(batch.target_index[k]),
+                {plan.run_ids[m]: batch.heatmaps[m][k] for m in plan.run_ids},
+            )
+
+
+@dataclass
+class _Clock:
+    """Counts and rate of the compute loop, for the AnalysisProgress events."""
+
+    total: int
+    computed: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)
+    cancelled: bool = False
+    start: float = field(default_factory=time.perf_counter)
+
+    def event(self) -> AnalysisProgress:
+        elapsed = time.perf_counter() - self.start
+        done = self.computed + len(self.failed)
+        rate = self.computed / elapsed if elapsed > 0 else 0.0
+        eta = (self.total - done) / rate if rate > 0 else None
+        return AnalysisProgress(done, self.total, len(self.failed), rate, eta)

@@ -14,13 +14,10 @@ import os
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from sqlalchemy import select
-
 from fundus_review.data.images import file_sha256, image_size
 from fundus_review.errors import FundusReviewError
-from fundus_review.store import repo
+from fundus_review.store import repo, repo_import
 from fundus_review.store.db import Database
-from fundus_review.store.schema import Dataset, Image
 
 CHUNK = 200  # images per transaction: small enough that a cancel or a reader never waits long
 
@@ -60,11 +57,7 @@ def identify_images(
 
 def _identify_chunk(db: Database, ids: list[int]) -> list[tuple[str, str]]:
     with db.session(read_only=True) as s:
-        rows = s.execute(
-            select(Image.id, Dataset.root, Image.rel_path, Image.sha256, Image.file_stamp)
-            .join(Dataset)
-            .where(Image.id.in_(ids))
-        ).all()
+        rows = repo_import.image_files_to_check(s, ids)
     read: list[tuple[int, int, int, str, str]] = []
     failed: list[int] = []
     problems: list[tuple[str, str]] = []

@@ -8,21 +8,15 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Collection
-from contextlib import suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-
-from sqlalchemy import insert, select
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from fundus_review.app.identify import Progress, file_stamp, identify_images
 from fundus_review.data.dataset import DatasetScan, scan_dataset
 from fundus_review.data.masks_io import find_mask_files, load_mask
 from fundus_review.errors import FundusReviewError
-from fundus_review.store import repo
+from fundus_review.store import repo, repo_import
 from fundus_review.store.db import Database
-from fundus_review.store.schema import Annotation, Image, Label, utcnow
 
 
 @dataclass
@@ -82,11 +76,7 @@ def register_dataset(
         with db.session(read_only=True) as s:
             read_now = {
                 rel
-                for rel, sha, stamp in s.execute(
-                    select(Image.rel_path, Image.sha256, Image.file_stamp).where(
-                        Image.dataset_id == dataset_id
-                    )
-                )
+                for _id, rel, sha, stamp in repo_import.image_states(s, dataset_id)
                 if sha is not None and stamps.get(rel) == stamp
             }
         reg.image_ids = {rel: i for rel, i in image_ids.items() if rel in read_now}
@@ -105,28 +95,20 @@ def _record_listing(
         dataset_id = repo.get_or_create_dataset(s, root).id
         stored = {
             rel: (image_id, sha, stamp)
-            for image_id, rel, sha, stamp in s.execute(
-                select(Image.id, Image.rel_path, Image.sha256, Image.file_stamp).where(
-                    Image.dataset_id == dataset_id
-                )
-            )
+            for image_id, rel, sha, stamp in repo_import.image_states(s, dataset_id)
         }
         fresh = [rel for rel in stamps if rel not in stored]
         if fresh:
-            stored.update(_insert_listed(s, dataset_id, fresh))
+            # One executemany, not 10,000 single inserts (seconds); the store handles a race.
+            for image_id, rel, sha, stamp in repo_import.insert_listed_images(s, dataset_id, fresh):
+                stored[rel] = (image_id, sha, stamp)
         image_ids = {rel: stored[rel][0] for rel in stamps}
         unread = [
             stored[rel][0]
             for rel in stamps
             if stored[rel][1] is None or stored[rel][2] != stamps[rel]
         ]
-        current = dict(
-            s.execute(
-                select(Label.image_id, Label.value)
-                .join(Image)
-                .where(Image.dataset_id == dataset_id, Label.source == source)
-            ).all()
-        )
+        current = repo_import.source_labels(s, dataset_id, source)
         new_labels = []
         relabelled = False
         for rel, label in labels.items():
@@ -137,59 +119,15 @@ def _record_listing(
                 repo.set_label(s, image_id, label, source)
                 relabelled = True
             else:
-                new_labels.append({"image_id": image_id, "value": str(label), "source": source})
-        if new_labels:
-            now = utcnow()
-            for row in new_labels:
-                row["created_at"] = row["updated_at"] = now
-            s.connection().execute(insert(Label.__table__), new_labels)
+                new_labels.append((image_id, str(label)))
+        repo_import.insert_labels(s, new_labels, source)
     return dataset_id, image_ids, unread, bool(fresh or new_labels or relabelled)
-
-
-def _insert_listed(
-    s: Session, dataset_id: int, fresh: list[str]
-) -> dict[str, tuple[int, str | None, str | None]]:
-    """Insert never-seen images in one executemany (10,000 single inserts take seconds). If
-    another writer inserted some of them first, fall back to one savepoint per image."""
-    now = utcnow()
-    rows = [
-        {"dataset_id": dataset_id, "rel_path": rel, "created_at": now, "updated_at": now}
-        for rel in fresh
-    ]
-    try:
-        with s.begin_nested():
-            s.connection().execute(insert(Image.__table__), rows)  # Core: no ORM bookkeeping
-    except IntegrityError:
-        for rel in fresh:
-            if repo.get_image(s, dataset_id, rel) is None:
-                with suppress(IntegrityError), s.begin_nested():
-                    s.add(Image(dataset_id=dataset_id, rel_path=rel))
-                    s.flush()
-    wanted = set(fresh)
-    return {
-        rel: (image_id, sha, stamp)
-        for image_id, rel, sha, stamp in s.execute(
-            select(Image.id, Image.rel_path, Image.sha256, Image.file_stamp).where(
-                Image.dataset_id == dataset_id
-            )
-        )
-        if rel in wanted
-    }
 
 
 def has_imported_masks(db: Database, dataset_id: int) -> bool:
     """Whether any mask file was ever imported into this dataset (drawn regions do not count)."""
     with db.session(read_only=True) as s:
-        hit = s.scalar(
-            select(Annotation.id)
-            .join(Image)
-            .where(
-                Image.dataset_id == dataset_id,
-                Annotation.source.startswith("import:", autoescape=True),
-            )
-            .limit(1)
-        )
-    return hit is not None
+        return repo_import.has_imported_masks(s, dataset_id)
 
 
 @dataclass
@@ -234,7 +172,7 @@ def import_masks(
                     (stem, f"ambiguous: {len(rel_paths)} images share the stem {stem!r}")
                 )
                 continue
-            image = s.get(Image, registered.image_ids[rel_paths[0]])
+            image = repo.find_image(s, registered.image_ids[rel_paths[0]])
             if image is None or image.sha256 is None:
                 continue  # its file could not be read: already reported above
             any_imported = False

@@ -22,12 +22,10 @@ from typing import Any
 
 import numpy as np
 
-from fundus_review.app.selection import (  # noqa: F401 - re-exported
-    Ref,
-    resolve_dataset_ids,
-    resolve_model_ids,
-    select_results,
-)
+from fundus_review.app.selection import ResultSelection
+
+# Re-exported: exchange/ resolves dataset filters through this name.
+from fundus_review.app.selection import resolve_dataset_ids as resolve_dataset_ids
 from fundus_review.core import geometry
 from fundus_review.core.metrics import (
     MetricInputError,
@@ -157,14 +155,10 @@ def _fov(root: Path, row: ResultRow, cache: FovCache) -> np.ndarray:
 
 def score_database(
     db: Database,
-    dataset_id: Ref | Sequence[Ref] | None = None,
-    model: Ref | Sequence[Ref] | None = None,
-    methods: Sequence[str] | None = None,
-    structures: Sequence[str] | None = None,
-    reviewers: Sequence[str] | None = None,
+    selection: ResultSelection | None = None,
+    *,
     force: bool = False,
     progress: Callable[[int, int], None] | None = None,
-    *,
     params: ScoringParams | None = None,
     fov_cache: FovCache | None = None,
     rasterize: repo.Rasterizer | None = None,
@@ -172,25 +166,27 @@ def score_database(
 ) -> ScoringSummary:
     """Score every selected heatmap against every expert mask on its image; returns a summary.
 
-    ``dataset_id``/``model`` take ids or names (several allowed); ``structures``/``reviewers``
-    restrict the masks used; ``image_ids`` the images (the GUI rescores only the image whose
-    regions were edited). ``force`` recomputes stored scores. ``progress(done, total)`` is
-    called after each image. ``rasterize`` turns drawn shapes that have no stored raster into
-    masks (default: ``core.geometry.rasterize``; drawn regions normally store their raster). Problems are reported per image (and per
-    mask or heatmap where only that one is unusable); the run always goes on.
+    ``selection`` (default: everything) picks the heatmaps (datasets, models, methods) and the
+    masks (structures, reviewers); ``image_ids`` restricts the images (the GUI rescores only the
+    image whose regions were edited). ``force`` recomputes stored scores. ``progress(done,
+    total)`` is called after each image. ``rasterize`` turns drawn shapes that have no stored
+    raster into masks (default: ``core.geometry.rasterize``; drawn regions normally store their
+    raster). Problems are reported per image (and per mask or heatmap where only that one is
+    unusable); the run always goes on.
     """
+    sel = selection or ResultSelection()
     t0 = time.perf_counter()
     job = _Job(
         params=params or ScoringParams(),
         cache=fov_cache or default_fov_cache(),
-        structures=set(structures) if structures else None,
-        reviewers={" ".join(r.split()) for r in reviewers} if reviewers else None,
+        structures=sel.structure_set(),
+        reviewers=sel.reviewer_set(),
         force=force,
         rasterize=rasterize or geometry.rasterize,
     )
     summary = ScoringSummary()
     with db.session(read_only=True) as s:
-        rows = select_results(s, dataset_id, model, methods, image_ids)
+        rows = sel.results(s, image_ids)
         roots = {d.id: Path(d.root) for d in repo.list_datasets(s)}
     by_image: dict[int, list[ResultRow]] = {}
     for r in rows:
@@ -209,7 +205,7 @@ def score_database(
         if progress is not None:
             progress(done, len(by_image))
     summary.agreements = reviewer_agreement(
-        db, sorted(by_image), structures, reviewers, job.rasterize
+        db, sorted(by_image), sel.structures, sel.reviewers, job.rasterize
     )
     summary.seconds = time.perf_counter() - t0
     return summary

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+from typing import TYPE_CHECKING
 
 from fundus_review.paths import default_db
+
+if TYPE_CHECKING:
+    from fundus_review.app.selection import ResultSelection
 
 
 def csv_list(text: str | None) -> list[str]:
@@ -20,6 +24,30 @@ def add_result_filters(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", action="append", help="CAM method(s), e.g. gradcam,hirescam")
     p.add_argument("--structure", action="append", help="structure(s), e.g. optic_disc")
     p.add_argument("--reviewer", action="append", help="reviewer(s) whose regions are used")
+
+
+def _repeatable(values: list[str] | None) -> list[str] | None:
+    """`--model a --model b` and `--model a,b` alike."""
+    if not values:
+        return None
+    out: list[str] = []
+    for v in values:
+        out += csv_list(v)
+    return out or None
+
+
+def selection_of(args: argparse.Namespace) -> ResultSelection:
+    """The selection `add_result_filters` parsed: the one scoring and the report both use."""
+    # Imported here: the selection pulls in the store (SQLAlchemy); `--help` must not.
+    from fundus_review.app.selection import ResultSelection
+
+    return ResultSelection(
+        dataset=_repeatable(args.dataset),
+        models=_repeatable(args.model),
+        methods=_repeatable(args.method),
+        structures=_repeatable(args.structure),
+        reviewers=_repeatable(args.reviewer),
+    )
 
 
 def add_db_option(p: argparse.ArgumentParser, default: str | None = None) -> None:

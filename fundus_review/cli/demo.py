@@ -118,28 +118,15 @@ def _score(db: Path) -> None:
 
 def pointing_summary(db: Path, structure: str = "optic_disc") -> list[tuple[str, str, float, int]]:
     """(model, method, share of heatmaps whose maximum hits ``structure``, n) per stored run."""
-    from sqlalchemy import func, select
-
+    from fundus_review.store import repo_views
     from fundus_review.store.db import open_database
-    from fundus_review.store.schema import CamRun, Heatmap, ModelRecord, Score
 
     database = open_database(db)
     try:
         with database.session(read_only=True) as s:
-            rows = s.execute(
-                select(ModelRecord.name, CamRun.method, func.avg(Score.value), func.count())
-                .select_from(Score)
-                .join(Heatmap, Score.heatmap_id == Heatmap.id)
-                .join(CamRun, Heatmap.cam_run_id == CamRun.id)
-                .join(ModelRecord, CamRun.model_id == ModelRecord.id)
-                .where(Score.structure == structure, Score.metric == "pointing_hit")
-                .where(Score.value.is_not(None))
-                .group_by(ModelRecord.name, CamRun.method)
-                .order_by(ModelRecord.name, CamRun.method)
-            ).all()
+            return repo_views.run_rates(s, structure, "pointing_hit")
     finally:
         database.close()
-    return [(name, method, float(rate), int(n)) for name, method, rate, n in rows]
 
 
 def _write_report(db: Path, out: Path, quiet: bool) -> dict[str, Path]:

@@ -37,6 +37,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         labels_csv=args.labels,
         filename_column=args.filename_column,
         label_column=args.label_column,
+        import_masks=True,  # <dataset>/masks or --masks, as --reviewer (stated in the help)
         masks_dir=args.masks,
         reviewer=args.reviewer,
         device=args.device,

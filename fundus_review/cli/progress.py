@@ -7,10 +7,10 @@ import sys
 from tqdm import tqdm
 
 from fundus_review.app.analyze import (
+    AnalysisProgress,
     AnalysisRequest,
     Finished,
     ImageFailed,
-    Progress,
     Started,
     run_analysis,
 )
@@ -39,7 +39,7 @@ def run_with_progress(req: AnalysisRequest, quiet: bool = False) -> Finished | N
                 )
             elif isinstance(ev, ImageFailed):
                 (bar.write if bar else print)(f"skipped {ev.path}: {ev.reason}")
-            elif isinstance(ev, Progress) and bar is not None:
+            elif isinstance(ev, AnalysisProgress) and bar is not None:
                 bar.update(ev.done - done)
                 done = ev.done
             elif isinstance(ev, Finished):

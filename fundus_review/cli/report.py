@@ -11,7 +11,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from fundus_review.cli.args import add_db_option, add_result_filters, csv_list, db_of
+from fundus_review.cli.args import (
+    add_db_option,
+    add_result_filters,
+    csv_list,
+    db_of,
+    selection_of,
+)
 from fundus_review.errors import FundusReviewError
 
 
@@ -27,37 +33,21 @@ def _floats(text: str) -> tuple[float, ...]:
     return values
 
 
-def _repeatable(values: list[str] | None) -> list[str] | None:
-    """`--model a --model b` and `--model a,b` alike."""
-    if not values:
-        return None
-    out: list[str] = []
-    for v in values:
-        out += csv_list(v)
-    return out or None
-
-
 def cmd_report(args: argparse.Namespace) -> int:
-    from fundus_review.report import write_report
+    from fundus_review.report import ReportRequest, write_report
 
-    db = db_of(args)
-    say = (lambda _m: None) if args.quiet else (lambda m: print(f"  {m} ...", file=sys.stderr))
-    result = write_report(
-        db,
+    request = ReportRequest(
         args.out,
-        dataset=_repeatable(args.dataset),
-        models=_repeatable(args.model),
-        methods=_repeatable(args.method),
-        structures=_repeatable(args.structure),
-        reviewers=_repeatable(args.reviewer),
+        selection_of(args),
         seed=args.seed,
         n_resamples=args.resamples,
         gallery_cap=args.gallery_cap,
-        thresholds=args.confidence_thresholds,
         gallery_metric=args.gallery_metric,
         gallery_by=args.gallery_by or [],
-        progress=say,
+        thresholds=args.confidence_thresholds,
     )
+    say = (lambda _m: None) if args.quiet else (lambda m: print(f"  {m} ...", file=sys.stderr))
+    result = write_report(db_of(args), request, progress=say)
     s = result.scoring
     print(
         f"Scored {s.scored} heatmap x mask pairs now, {s.reused} already stored; "
@@ -123,16 +113,7 @@ def cmd_score(args: argparse.Namespace) -> int:
             print(f"\r  scored {done}/{total} images", end="", file=sys.stderr, flush=True)
 
     with open_database(db_arg) as db:
-        s = score_database(
-            db,
-            _repeatable(args.dataset),
-            _repeatable(args.model),
-            _repeatable(args.method),
-            _repeatable(args.structure),
-            _repeatable(args.reviewer),
-            force=args.force,
-            progress=progress,
-        )
+        s = score_database(db, selection_of(args), force=args.force, progress=progress)
     if not args.quiet:
         print(file=sys.stderr)
     print(

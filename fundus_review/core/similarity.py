@@ -1,25 +1,25 @@
-"""Dataset-level views of heatmaps and scores: similarity, mean heatmaps, reviewer groupings.
+"""Dataset-level views of heatmaps and scores: similarity, resampling, report groupings.
 
 - ``heatmap_rank_correlation``: Spearman's rho between two heatmaps of the same image (two CAM
   methods, two layers) over the pixels of the field of view. Rank-based, so it compares where
   each method puts its emphasis, not their (arbitrary) normalizations.
 - ``heatmap_top_overlap``: IoU of the two heatmaps' top-k % regions, the "do they highlight the
   same place" reading of the same question.
-- ``mean_heatmap``: average of many heatmaps resampled to one grid; a systematic hot spot (a blob
-  in the same corner of every image) shows up in the mean of a class or a model.
-- Grouping helpers for the report: confidence bands, prediction outcomes, grouped summaries.
+- ``resample_heatmap``: a heatmap on another grid (area, bilinear or nearest, pixel centres).
+- Grouping helpers for the report: confidence bands and prediction outcomes. (The report's
+  dataset-mean heatmaps are ``report.heatmaps.HeatmapPass``, on the model-input grid where no
+  resampling is needed; its grouped summaries are ``core.score_tables.grouped_summaries``.)
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 
 import numpy as np
 
 from fundus_review.core.binarize import top_n_count, top_n_region
 from fundus_review.core.metric_inputs import MetricInputError, check_fov, check_heatmap
-from fundus_review.core.stats import Summary, spearman_rho, summarize
+from fundus_review.core.stats import spearman_rho
 
 RESAMPLE_METHODS = ("auto", "area", "bilinear", "nearest")
 
@@ -129,27 +129,6 @@ def resample_heatmap(
     return out
 
 
-def mean_heatmap(
-    heatmaps: Iterable[np.ndarray], shape: tuple[int, int], method: str = "auto"
-) -> np.ndarray:
-    """Pixel-wise mean of heatmaps resampled to ``shape``: (1/N) sum_i resample(H_i), float32.
-
-    Streams the heatmaps (no list of full-size arrays is kept). Raises MetricInputError when there
-    is none or one is not finite.
-    """
-    total = np.zeros(tuple(int(s) for s in shape), dtype=np.float64)
-    count = 0
-    for i, hm in enumerate(heatmaps):
-        try:
-            total += resample_heatmap(hm, shape, method)
-        except MetricInputError as exc:
-            raise MetricInputError(f"heatmap #{i} of the mean: {exc}") from exc
-        count += 1
-    if count == 0:
-        raise MetricInputError("mean_heatmap needs at least one heatmap, got none")
-    return (total / count).astype(np.float32)
-
-
 def confidence_band(confidence: float | None, thresholds: Sequence[float] = (0.5, 0.8)) -> str:
     """Label of the band holding ``confidence``: "< 0.5", "0.5-0.8", ">= 0.8" for the default.
 
@@ -189,42 +168,3 @@ def prediction_outcome(
         if predicted_label == negative_label:
             return "false negative"
     return "misclassified"
-
-
-@dataclass(frozen=True)
-class GroupSummary:
-    """Summary of one metric within one group; ``key`` holds the values of the ``by`` fields."""
-
-    key: tuple
-    summary: Summary
-
-
-def _sort_key(key: tuple) -> tuple:
-    return tuple((v is None, type(v).__name__, v if v is not None else 0) for v in key)
-
-
-def group_summary(
-    rows: Iterable[Mapping[str, object]],
-    by: str | Sequence[str] | Callable[[Mapping[str, object]], Hashable],
-    value: str,
-    **summary_kwargs: object,
-) -> list[GroupSummary]:
-    """Summaries (mean, CI, n) of ``row[value]`` per group, groups in a stable sorted order.
-
-    ``by`` is a field name, several names, or a function of the row (e.g. a confidence band).
-    Missing values are dropped per group and counted in ``n_dropped``. ``summary_kwargs`` go to
-    :func:`fundus_review.core.stats.summarize` (method, n_resamples, ci, seed).
-    """
-    groups: dict[tuple, list[object]] = {}
-    for row in rows:
-        if callable(by):
-            key: tuple = (by(row),)
-        elif isinstance(by, str):
-            key = (row.get(by),)
-        else:
-            key = tuple(row.get(b) for b in by)
-        groups.setdefault(key, []).append(row.get(value))
-    return [
-        GroupSummary(key, summarize(groups[key], **summary_kwargs))  # type: ignore[arg-type]
-        for key in sorted(groups, key=_sort_key)
-    ]

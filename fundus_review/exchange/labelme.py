@@ -25,13 +25,12 @@ import io
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 from PIL import Image as PILImage
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from fundus_review.app.identify import identify_images
 from fundus_review.app.importing import RegisteredDataset
@@ -43,10 +42,8 @@ from fundus_review.review.labelsets import (
     load_label_set,
     normalize_structure_name,
 )
-from fundus_review.store import repo
-from fundus_review.store.codec import encode_mask
+from fundus_review.store import Session, repo, repo_exchange, repo_review
 from fundus_review.store.db import Database
-from fundus_review.store.schema import Annotation, Image, utcnow
 
 
 @dataclass
@@ -194,7 +191,7 @@ def import_labelme(
 
 def _import_file(s: Session, path: Path, doc: dict[str, Any], image_id: int, reviewer: str,
                  labels: LabelSet, mapping: dict[str, str], summary: LabelmeImportSummary) -> None:  # fmt: skip
-    img = s.get(Image, image_id)
+    img = repo_review.find_image(s, image_id)
     shape = repo.image_shape(img)
     hw = (doc.get("imageHeight"), doc.get("imageWidth"))
     if all(isinstance(v, int) for v in hw) and hw != shape:
@@ -204,14 +201,7 @@ def _import_file(s: Session, path: Path, doc: dict[str, Any], image_id: int, rev
     who = repo.get_or_create_reviewer(s, reviewer)
     prefix = f"labelme:{path}#"
     existing = {
-        a.source: a
-        for a in s.scalars(
-            select(Annotation).where(
-                Annotation.image_id == image_id,
-                Annotation.reviewer_id == who.id,
-                Annotation.source.startswith(prefix, autoescape=True),
-            )
-        )
+        a.source: a for a in repo_exchange.annotations_with_source_prefix(s, image_id, who, prefix)
     }
     seen: set[str] = set()
     for i, raw in enumerate(doc["shapes"]):
@@ -229,7 +219,7 @@ def _import_file(s: Session, path: Path, doc: dict[str, Any], image_id: int, rev
             kind,
             geometry,
         )
-        if same and old.raster == encode_mask(mask):
+        if same and repo_exchange.same_raster(old, mask):
             summary.unchanged += 1  # a deleted one stays deleted: that was the user's decision
         elif old is not None and (old.structure, old.kind) == (structure, kind):
             repo.update_annotation(s, old, geometry=geometry, mask=mask)
@@ -238,7 +228,7 @@ def _import_file(s: Session, path: Path, doc: dict[str, Any], image_id: int, rev
         else:
             if old is not None:
                 repo.soft_delete_annotation(s, old)
-                old.source = f"{source}~replaced@{utcnow().isoformat()}"
+                old.source = f"{source}~replaced@{datetime.now(UTC).isoformat()}"
             repo.add_annotation(s, image_id, who, structure, kind, geometry, mask, source=source)
             summary.added += 1
     for source, old in existing.items():

@@ -5,13 +5,11 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
-
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from typing import Any
 
 from fundus_review.app.scoring import resolve_dataset_ids
 from fundus_review.errors import FundusReviewError
-from fundus_review.store.schema import Annotation, Dataset, Image, Reviewer
+from fundus_review.store import Session, repo, repo_exchange
 
 Ref = int | str
 
@@ -29,7 +27,7 @@ def reviewer_ids(s: Session, names: Sequence[str] | None) -> dict[int, str] | No
     """{id: name} of the named reviewers; FundusReviewError listing the known ones."""
     if names is None:
         return None
-    known = {r.name: r.id for r in s.scalars(select(Reviewer))}
+    known = {r.name: r.id for r in repo.list_reviewers(s)}
     out: dict[int, str] = {}
     for raw in names:
         name = " ".join(raw.split())
@@ -40,37 +38,19 @@ def reviewer_ids(s: Session, names: Sequence[str] | None) -> dict[int, str] | No
     return out
 
 
-def live_annotations(s: Session, sel: Selection) -> list[Annotation]:
-    """Live regions matching the selection, ordered by image, structure, reviewer, id."""
-    q = (
-        select(Annotation)
-        .join(Image, Annotation.image_id == Image.id)
-        .where(Annotation.deleted_at.is_(None))
-        .order_by(
-            Image.dataset_id,
-            Image.rel_path,
-            Annotation.structure,
-            Annotation.reviewer_id,
-            Annotation.id,
-        )  # fmt: skip
-    )
+def live_annotations(s: Session, sel: Selection) -> list[Any]:
+    """Live regions (store rows) matching the selection, ordered by image, structure, reviewer,
+    id; FundusReviewError when a dataset or reviewer named in it is not in the database."""
     ds_ids = resolve_dataset_ids(s, sel.dataset)
-    if ds_ids is not None:
-        q = q.where(Image.dataset_id.in_(ds_ids))
     revs = reviewer_ids(s, sel.reviewers)
-    if revs is not None:
-        q = q.where(Annotation.reviewer_id.in_(revs))
-    if sel.structures:
-        q = q.where(Annotation.structure.in_(list(sel.structures)))
-    return list(s.scalars(q))
+    return repo_exchange.annotations_for_export(
+        s, ds_ids, None if revs is None else list(revs), sel.structures
+    )
 
 
-def selected_images(s: Session, sel: Selection) -> list[Image]:
-    q = select(Image).join(Dataset).order_by(Image.dataset_id, Image.rel_path)
-    ds_ids = resolve_dataset_ids(s, sel.dataset)
-    if ds_ids is not None:
-        q = q.where(Image.dataset_id.in_(ds_ids))
-    return list(s.scalars(q))
+def selected_images(s: Session, sel: Selection) -> list[Any]:
+    """The images (store rows) of the selected datasets, ordered by dataset and path."""
+    return repo_exchange.images_for_export(s, resolve_dataset_ids(s, sel.dataset))
 
 
 _UNSAFE = re.compile(r"[^\w .,()+-]")

@@ -13,22 +13,11 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
-from sqlalchemy import select
-
 from fundus_review.app.scoring import resolve_dataset_ids
 from fundus_review.atomic import atomic_write_text
 from fundus_review.exchange.region_filter import Ref, reviewer_ids
+from fundus_review.store import repo_exchange
 from fundus_review.store.db import Database
-from fundus_review.store.schema import (
-    CamRun,
-    Dataset,
-    Heatmap,
-    Image,
-    ImageReview,
-    ModelRecord,
-    Reviewer,
-    Verdict,
-)
 
 
 @dataclass(frozen=True)
@@ -48,37 +37,17 @@ class VerdictRow:
     updated_at: str
 
 
-def verdict_rows(
+def verdict_export_rows(
     db: Database,
     dataset: Ref | Sequence[Ref] | None = None,
     reviewers: Sequence[str] | None = None,
 ) -> list[VerdictRow]:
     """Every stored verdict matching the filters, ordered by dataset, image, model, method."""
     with db.session(read_only=True) as s:
-        q = (
-            select(Verdict, Heatmap, CamRun, ModelRecord, Image, Dataset, Reviewer)
-            .join(Heatmap, Verdict.heatmap_id == Heatmap.id)
-            .join(CamRun, Heatmap.cam_run_id == CamRun.id)
-            .join(ModelRecord, CamRun.model_id == ModelRecord.id)
-            .join(Image, Heatmap.image_id == Image.id)
-            .join(Dataset, Image.dataset_id == Dataset.id)
-            .join(Reviewer, Verdict.reviewer_id == Reviewer.id)
-            .order_by(
-                Dataset.name,
-                Image.rel_path,
-                ModelRecord.name,
-                CamRun.method,
-                CamRun.id,
-                Reviewer.name,
-            )  # fmt: skip
-        )
         ds_ids = resolve_dataset_ids(s, dataset)
-        if ds_ids is not None:
-            q = q.where(Image.dataset_id.in_(ds_ids))
         revs = reviewer_ids(s, reviewers)
-        if revs is not None:
-            q = q.where(Verdict.reviewer_id.in_(revs))
-        statuses = {(r.image_id, r.reviewer_id): r.status for r in s.scalars(select(ImageReview))}
+        records = repo_exchange.verdicts_for_export(s, ds_ids, None if revs is None else list(revs))
+        statuses = repo_exchange.review_statuses(s)
         return [
             VerdictRow(
                 dataset=ds.name,
@@ -95,7 +64,7 @@ def verdict_rows(
                 review_status=statuses.get((img.id, rev.id), "unreviewed"),
                 updated_at=v.updated_at.isoformat(timespec="seconds"),
             )
-            for v, hm, run, model, img, ds, rev in s.execute(q)
+            for v, hm, run, model, img, ds, rev in records
         ]
 
 
@@ -115,7 +84,7 @@ def export_verdicts(
     reviewers: Sequence[str] | None = None,
 ) -> int:
     """Write the verdicts as UTF-8 CSV (header row, one verdict per row); returns the row count."""
-    rows = verdict_rows(db, dataset, reviewers)
+    rows = verdict_export_rows(db, dataset, reviewers)
     buf = io.StringIO()
     writer = csv.DictWriter(
         buf, fieldnames=[f.name for f in fields(VerdictRow)], lineterminator="\n"

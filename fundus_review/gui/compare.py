@@ -24,7 +24,7 @@ from PySide6.QtWidgets import (
 from fundus_review.gui.viewer import ImageViewer
 from fundus_review.views.overlays import build_overlays
 from fundus_review.views.pyramid import Pyramid
-from fundus_review.views.queries import RunInfo
+from fundus_review.views.queries import RunChoice
 
 MAX_TILES = 6
 
@@ -36,7 +36,7 @@ class CompareView(QWidget):
     def __init__(self, session, tasks, parent=None) -> None:
         super().__init__(parent)
         self.session, self.tasks = session, tasks
-        self.runs: list[RunInfo] = []
+        self.runs: list[RunChoice] = []
         self.viewers: list[ImageViewer] = []
         self.image = None  # (detail, rgb, fov)
         self.pyramid = None
@@ -59,7 +59,7 @@ class CompareView(QWidget):
         lay.addLayout(self.grid, 1)
         self.choice.itemChanged.connect(self._rebuild)
 
-    def set_runs(self, runs: list[RunInfo]) -> None:
+    def set_runs(self, runs: list[RunChoice]) -> None:
         checked = set(self.checked_ids())
         if not checked:
             checked = {r.id for r in runs[:4]}

@@ -26,7 +26,7 @@ from fundus_review.gui.summary import SummaryPanel
 from fundus_review.gui.tasks import TaskRunner
 from fundus_review.gui.thumbs import load_preview, save_preview
 from fundus_review.gui.viewer import ImageViewer
-from fundus_review.gui.window_annotate import AnnotateMixin, ReviewSession
+from fundus_review.gui.window_annotate import AnnotateMixin, ReviewWindowState
 from fundus_review.gui.window_jobs import JobsMixin
 from fundus_review.gui.window_open import OpenMixin
 from fundus_review.gui.worker import JobController
@@ -54,7 +54,7 @@ class MainWindow(OpenMixin, JobsMixin, AnnotateMixin, QMainWindow):
         super().__init__()
         self.setWindowTitle("fundus-review")
         self.settings = open_settings(settings)
-        self.session = ReviewSession()
+        self.session = ReviewWindowState()
         self.tasks = TaskRunner(self, max_threads=2)
         self.tasks.error.connect(self.show_error)
         self.jobs = JobController(self)

@@ -32,7 +32,7 @@ from PySide6.QtWidgets import (
 from fundus_review.gui.side_readouts import PredictionBox, ScoresBox
 from fundus_review.gui.viewer import COLORMAPS
 from fundus_review.views.overlays import structure_color
-from fundus_review.views.queries import RunInfo
+from fundus_review.views.queries import RunChoice
 
 DEFAULT_METHODS = ("gradcam", "hirescam", "gradcam++", "xgradcam", "layercam", "eigencam")
 BINARIZE_CHOICES = ("otsu", "fixed", "top_k")
@@ -255,7 +255,7 @@ class SidePanel(QScrollArea):
         self.layer_grid.addWidget(box, n // 3, n % 3)
         return box
 
-    def set_runs(self, runs: list[RunInfo]) -> None:
+    def set_runs(self, runs: list[RunChoice]) -> None:
         """Offer each recipe (method @ layers) once; the class is chosen separately."""
         current = self.recipe.currentText()
         had_recipes = bool(self.recipes)

@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
 )
 
 from fundus_review.core.stats import DEFAULT_RESAMPLES, Correlation, Summary, spearman, summarize
-from fundus_review.views.queries import RunInfo, list_runs
+from fundus_review.views.queries import RunChoice, list_runs
 from fundus_review.views.scores import ScorePoint, score_choices, score_points
 
 SEED = 0
@@ -48,14 +48,14 @@ HEADERS = ["model", "CAM run", "n", "mean", "95% CI", "missing", "ρ(confidence,
 
 @dataclass
 class RunSummary:
-    run: RunInfo
+    run: RunChoice
     summary: Summary
     confidence: Correlation
 
 
 def compute_summary(
     db, dataset_id: int, metric: str, structure: str, reviewer: str | None
-) -> tuple[list[RunInfo], list[ScorePoint], list[RunSummary]]:
+) -> tuple[list[RunChoice], list[ScorePoint], list[RunSummary]]:
     """Blocking part (pool thread): every run of the dataset, its points and its statistics."""
     runs = list_runs(db, None, dataset_id)
     pts = score_points(db, dataset_id, [r.id for r in runs], metric, structure, reviewer)
@@ -181,7 +181,7 @@ class SummaryPanel(QWidget):
         )
         self._show(runs, pts, table)
 
-    def _show(self, runs: list[RunInfo], pts: list[ScorePoint], table: list[RunSummary]) -> None:
+    def _show(self, runs: list[RunChoice], pts: list[ScorePoint], table: list[RunSummary]) -> None:
         self.points = pts
         self.table.setRowCount(len(table))
         for i, row in enumerate(table):

@@ -30,7 +30,7 @@ from fundus_review.gui.annotate import (
 )
 from fundus_review.gui.window_jobs import score_dataset
 from fundus_review.review.editor import heatmap_id_for
-from fundus_review.views.window_state import Session
+from fundus_review.views.window_state import WindowState
 
 RESCORE_DELAY_MS = 400  # a burst of edits (drag a vertex, undo, redo) is scored once
 # Shortcuts that act on what is drawn: live only while annotating (Esc: see _on_escape).
@@ -38,11 +38,11 @@ DRAWING_ONLY = ("delete", "finish", "cancel", "remove_vertex", "smaller", "large
 OPENS_ANNOTATION = ("tool_", "structure_")  # these keys also bring the Annotate tab up
 
 
-class ReviewSession(Session):
-    """The window's Session plus the person reviewing (``annotator``).
+class ReviewWindowState(WindowState):
+    """The window's state plus the person reviewing (``annotator``).
 
     Browser rows show that reviewer's review status and prefer their regions for the badge.
-    ``Session.reviewer`` stays None on purpose: it names the owner of imported mask folders,
+    ``WindowState.reviewer`` stays None on purpose: it names the owner of imported mask folders,
     which are reference regions ("reference", as the analysis and the CLI import them), never
     drawings of whoever has the app open - otherwise a re-import would duplicate them.
     """

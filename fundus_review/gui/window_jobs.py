@@ -25,16 +25,14 @@ def score_dataset(db, dataset_id: int, model_id: int | None, image_ids=None):  #
     The same function as `fundus-review score`/the report; already stored scores are skipped,
     so running it after every job costs only the new heatmaps. Runs on a pool thread.
     """
-    from fundus_review.app.scoring import score_database
-    from fundus_review.data.fov import FovCache
-    from fundus_review.paths import cache_dir
+    from fundus_review.app.scoring import default_fov_cache, score_database
+    from fundus_review.app.selection import ResultSelection
 
     # The viewer's FOV cache, so a photo already shown is not segmented again.
     return score_database(
         db,
-        dataset_id=dataset_id,
-        model=model_id,
-        fov_cache=FovCache(cache_dir() / "fov"),
+        ResultSelection(dataset=dataset_id, models=model_id),
+        fov_cache=default_fov_cache(),
         image_ids=image_ids,
     )
 
@@ -161,7 +159,7 @@ class JobsMixin:
         if self.session.db is None:
             return self.show_error(FundusReviewError("open a database first"))
         if not out:
-            out = QFileDialog.getExistingDirectory(self, "Write the report into")
+            out = QFileDialog.getExistingDirectory(self, "Report folder (new or empty)")
             if not out:
                 return
         db, out = self.session.db, Path(out)

@@ -12,13 +12,19 @@ import traceback
 
 from PySide6.QtCore import QObject, QThread, Signal, Slot
 
-from fundus_review.app.analyze import AnalysisRequest, Finished, ImageFailed, Progress, Started
+from fundus_review.app.analyze import (
+    AnalysisProgress,
+    AnalysisRequest,
+    Finished,
+    ImageFailed,
+    Started,
+)
 from fundus_review.errors import FundusReviewError
 
 
 class AnalysisWorker(QObject):
     started = Signal(object)  # analysis.Started
-    progress = Signal(object)  # analysis.Progress
+    progress = Signal(object)  # analysis.AnalysisProgress
     image_failed = Signal(object)  # analysis.ImageFailed
     finished = Signal(object)  # analysis.Finished
     failed = Signal(object)  # str: a message for the user
@@ -38,7 +44,7 @@ class AnalysisWorker(QObject):
             for event in run_analysis(self.request, self.cancel_event, db=self.db):
                 if isinstance(event, Started):
                     self.started.emit(event)
-                elif isinstance(event, Progress):
+                elif isinstance(event, AnalysisProgress):
                     self.progress.emit(event)
                 elif isinstance(event, ImageFailed):
                     self.image_failed.emit(event)

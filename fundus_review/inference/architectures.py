@@ -125,19 +125,5 @@ def find_head(model: nn.Module) -> tuple[str, nn.Module] | None:
     return last
 
 
-def head_outputs(module: nn.Module) -> int | None:
-    if isinstance(module, nn.Linear):
-        return module.out_features
-    if isinstance(module, nn.Conv2d):
-        return module.out_channels
-    return None
-
-
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-def describe_error(exc: BaseException) -> str:
-    """A one-line reason from an exception raised while building a model."""
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__

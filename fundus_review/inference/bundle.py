@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from fundus_review.atomic import atomic_write_bytes
+from fundus_review.data.images import file_sha256
 from fundus_review.errors import BundleError
 from fundus_review.inference.architectures import build_architecture
 from fundus_review.inference.card import (  # noqa: F401 - re-exported: the bundle's public API
@@ -44,7 +45,7 @@ from fundus_review.inference.card import (  # noqa: F401 - re-exported: the bund
     read_card,
 )
 from fundus_review.inference.toml_writer import dump_toml
-from fundus_review.inference.weights import WeightsError, file_sha256, load_into, read_weights
+from fundus_review.inference.weights import WeightsError, load_into, read_weights
 
 
 @dataclass

@@ -7,7 +7,6 @@ plain containers, so a bundle can never execute code when it is loaded.
 
 from __future__ import annotations
 
-import hashlib
 import pickle
 from collections import Counter
 from collections.abc import Mapping
@@ -27,14 +26,6 @@ _WRAPPER_PREFIXES = ("module.", "_orig_mod.")
 
 class WeightsError(ValueError):
     """A weights file cannot be read or does not fit the model; the message says why."""
-
-
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while block := fh.read(chunk):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def read_weights(path: Path) -> dict[str, torch.Tensor]:

@@ -13,7 +13,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from fundus_review.app.scoring import AgreementRow, ScoringParams, ScoringSummary, select_results
+from fundus_review.app.scoring import AgreementRow, ScoringParams, ScoringSummary
+from fundus_review.app.selection import ResultSelection
 from fundus_review.core.score_tables import guess_negative_class
 from fundus_review.core.similarity import confidence_band, prediction_outcome
 from fundus_review.store import repo
@@ -44,6 +45,7 @@ ROW_FIELDS = (
     "layers",
     "target_policy",
     "run",
+    "run_kind",
     "run_id",
     "heatmap_id",
     "target_class",
@@ -69,6 +71,11 @@ class RunInfo:
     target_policy: str
     params: dict[str, Any]
     created: str
+    kind: str = "model"  # or "baseline" (ResultRow.model_kind)
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.kind == "baseline"
 
 
 @dataclass
@@ -90,9 +97,6 @@ class ReportData:
     verdicts: list[dict[str, Any]]
     problems: list[tuple[str, str]]
     software: dict[str, str] = field(default_factory=dict)
-
-    def run_by_label(self) -> dict[str, RunInfo]:
-        return {r.label: r for r in self.runs}
 
     def has_labels(self) -> bool:
         return any(r["true_class"] is not None for r in self.rows)
@@ -123,12 +127,28 @@ def _run_infos(s: Any, results: list[ResultRow], model_labels: dict[int, str]) -
         seen.setdefault(r.run_id, r)
     labels: dict[int, str] = {}
     for run_id, r in seen.items():
+        if r.model_kind == "baseline":
+            continue
         label = f"{model_labels[r.model_id]} | {r.method} | {','.join(r.layers)}"
         if r.target_policy != "predicted":
             label += f" | target {r.target_policy[6:]}"
         labels[run_id] = label
-    out = []
     for run_id, r in seen.items():
+        if r.model_kind == "baseline":  # after the real runs: a mean map names its run
+            of_run = r.params.get("of_run")
+            labels[run_id] = (
+                f"baseline | {r.method}"
+                if of_run is None
+                else f"baseline | mean map of {labels.get(of_run, f'run {of_run}')}"
+            )
+    out = []
+    # Real runs first, then the baselines (fixed ones, then the mean maps), as every table lists
+    # them.
+    order = sorted(
+        seen.items(),
+        key=lambda kv: (kv[1].model_kind == "baseline", "of_run" in kv[1].params),
+    )
+    for run_id, r in order:
         label = labels[run_id]
         if list(labels.values()).count(label) > 1:  # same recipe but other CAM parameters
             label += f" | run {run_id}"
@@ -143,6 +163,7 @@ def _run_infos(s: Any, results: list[ResultRow], model_labels: dict[int, str]) -
                 r.target_policy,
                 dict(r.params),
                 created[run_id].isoformat(timespec="seconds"),
+                kind=r.model_kind,
             )
         )
     return out
@@ -174,21 +195,21 @@ def _model_dicts(models: list[Any], labels: dict[int, str]) -> list[dict[str, An
 def collect(
     db: Database,
     scoring: ScoringSummary,
+    selection: ResultSelection,
     *,
-    dataset: Any = None,
-    models: Any = None,
-    methods: Sequence[str] | None = None,
-    structures: Sequence[str] | None = None,
-    reviewers: Sequence[str] | None = None,
     params: ScoringParams,
     thresholds: Sequence[float] = (0.5, 0.8),
 ) -> ReportData:
-    """Read the selection's heatmaps, predictions, scores, verdicts and provenance."""
+    """Read the selection's heatmaps, predictions, scores, verdicts and provenance.
+
+    ``selection`` is the one the scores were computed for (``scoring``), so the report covers
+    exactly the scored heatmaps and masks.
+    """
     metrics = params.metric_names()
-    wanted_structures = set(structures) if structures else None
-    wanted_reviewers = {" ".join(r.split()) for r in reviewers} if reviewers else None
+    wanted_structures = selection.structure_set()
+    wanted_reviewers = selection.reviewer_set()
     with db.session(read_only=True) as s:
-        results = select_results(s, dataset, models, methods)
+        results = selection.results(s)
         model_rows = [m for m in repo.list_models(s) if m.id in {r.model_id for r in results}]
         labels = _model_labels(model_rows)
         model_dicts = _model_dicts(model_rows, labels)
@@ -204,7 +225,8 @@ def collect(
                 "images": len(repo.dataset_images(s, d)),
                 "analysed_images": len({r.image_id for r in results if r.dataset_id == d.id}),
             }
-            for d in repo.list_datasets(s)
+            # By name, as the report has always listed them (the store lists in id order).
+            for d in sorted(repo.list_datasets(s), key=lambda d: (d.name, d.id))
             if d.id in {r.dataset_id for r in results}
         ]
         hm_ids = {r.heatmap_id for r in results}
@@ -245,13 +267,7 @@ def collect(
     agreements = list(scoring.agreements)
     return ReportData(
         db_name=db.display_name,
-        selection={
-            "dataset": dataset,
-            "models": models,
-            "methods": list(methods) if methods else None,
-            "structures": list(structures) if structures else None,
-            "reviewers": list(reviewers) if reviewers else None,
-        },
+        selection=selection.to_dict(),
         params=params,
         metrics=metrics,
         thresholds=tuple(float(t) for t in thresholds),
@@ -285,7 +301,7 @@ def _base_row(
     predicted = r.predicted_class or str(r.predicted_index)
     target = r.classes[r.target_index] if r.target_index < len(r.classes) else str(r.target_index)
     conf = float(r.confidence)
-    return {
+    row = {
         "dataset": ds_names.get(r.dataset_id, str(r.dataset_id)),
         "image_id": r.image_id,
         "image": r.rel_path,
@@ -295,6 +311,7 @@ def _base_row(
         "layers": ",".join(r.layers),
         "target_policy": r.target_policy,
         "run": run_label[r.run_id],
+        "run_kind": r.model_kind,
         "run_id": r.run_id,
         "heatmap_id": r.heatmap_id,
         "target_class": target,
@@ -310,6 +327,12 @@ def _base_row(
             for v in sorted(verdicts.get(r.heatmap_id, []), key=lambda v: v["reviewer"])
         ),
     }
+    if r.model_kind == "baseline":  # a baseline map predicts nothing
+        row |= dict.fromkeys(
+            ("target_class", "predicted_class", "confidence", "target_probability"), None
+        )
+        row |= {"outcome": "baseline", "confidence_band": "baseline"}
+    return row
 
 
 def _sorted_rows(

@@ -9,7 +9,6 @@ panel that says so, never a failed report.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -34,13 +33,6 @@ CONTOUR_RGB = (0, 255, 0)
 _IMAGE_CACHE = 8
 _OUTCOME_RANK = {o: i for i, o in enumerate(OUTCOME_ORDER)}
 _LUT = (matplotlib.colormaps["jet"](np.linspace(0, 1, 256))[:, :3] * 255).astype(np.uint8)
-
-
-@dataclass
-class GalleryIndex:
-    """What each gallery shows, for the JSON (heatmap ids in display order)."""
-
-    entries: list[dict[str, Any]] = field(default_factory=list)
 
 
 def colorize(heat: np.ndarray) -> np.ndarray:
@@ -230,7 +222,9 @@ def build_galleries(
     higher = describe_metric(metric).higher_is_better is not False
     loader = _Loader(db, data, fov_cache, rasterize)
     plan = []
-    by_key = group_rows(data.rows, ("structure", "reviewer"))
+    # A gallery of baseline maps shows nothing about the model.
+    real = [r for r in data.rows if r.get("run_kind") != "baseline"]
+    by_key = group_rows(real, ("structure", "reviewer"))
     for (structure, reviewer), rows in by_key.items():
         groups = group_rows(rows, fields, order=_group_order(fields))
         for values, members in groups.items():

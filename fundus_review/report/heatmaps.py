@@ -39,7 +39,17 @@ class HeatmapPass:
     class_kind: str = "true class"
     problems: list[tuple[str, str]] = field(default_factory=list)
 
+    def add(self, run: str, cls: str, heatmap: np.ndarray) -> None:
+        """Add one map to the sums of its run's class and of all its run's images. A map on
+        another grid than the first one of that sum is left out (all maps of one model share the
+        model-input grid; nothing is resampled)."""
+        for key in ((run, cls), (run, ALL)):
+            total, n = self.sums.get(key, (np.zeros(heatmap.shape), 0))
+            if total.shape == heatmap.shape:
+                self.sums[key] = (total + heatmap, n + 1)
+
     def mean(self, run: str, cls: str) -> tuple[np.ndarray, int] | None:
+        """(pixel-wise mean as float32, number of maps) of one run and class; None without maps."""
         found = self.sums.get((run, cls))
         return None if found is None else ((found[0] / found[1]).astype(np.float32), found[1])
 
@@ -84,10 +94,7 @@ def heatmap_pass(
             if r.heatmap_id not in maps:
                 continue
             cls = (r.label if use_true_class else r.predicted_class) or "unlabeled"
-            for key in ((run_label[r.run_id], cls), (run_label[r.run_id], ALL)):
-                total, n = out.sums.get(key, (np.zeros(maps[r.heatmap_id].shape), 0))
-                if total.shape == maps[r.heatmap_id].shape:
-                    out.sums[key] = (total + maps[r.heatmap_id], n + 1)
+            out.add(run_label[r.run_id], cls, maps[r.heatmap_id])
         for i, a in enumerate(rows):
             for b in rows[i + 1 :]:
                 if a.model_id != b.model_id or a.heatmap_id not in maps or b.heatmap_id not in maps:

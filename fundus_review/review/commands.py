@@ -12,15 +12,12 @@ from __future__ import annotations
 import copy
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
-from sqlalchemy.orm import Session
 
 from fundus_review.errors import FundusReviewError
-from fundus_review.store import repo
-from fundus_review.store.codec import decode_mask
-from fundus_review.store.schema import Annotation
+from fundus_review.store import Session, repo, repo_review
 
 
 class EditConflict(FundusReviewError):
@@ -29,6 +26,19 @@ class EditConflict(FundusReviewError):
 
 class ReadOnlyRegion(FundusReviewError):
     """An attempt to change another reviewer's region."""
+
+
+class StoredRegion(Protocol):
+    """What a command reads of a stored region row (``store.repo_review.find_annotation``)."""
+
+    id: int
+    reviewer_id: int
+    structure: str
+    kind: str
+    geometry: dict[str, Any] | None
+    raster: bytes | None
+    deleted_at: Any  # a datetime when soft-deleted, else None
+    reviewer: Any  # the reviewer row (its ``name``)
 
 
 @dataclass(frozen=True)
@@ -40,13 +50,13 @@ class Content:
     raster: bytes | None
 
     @classmethod
-    def of(cls, ann: Annotation) -> Content:
+    def of(cls, ann: StoredRegion) -> Content:
         return cls(ann.kind, ann.geometry, ann.raster)
 
     def mask(self) -> np.ndarray:
         if self.raster is None:
             raise ValueError("content without a raster")
-        return decode_mask(self.raster)
+        return repo_review.raster_mask(self.raster)
 
 
 class Command(ABC):
@@ -71,8 +81,8 @@ class Command(ABC):
         self.__dict__.update(snap)
 
 
-def _own(s: Session, region_id: int, reviewer_id: int) -> Annotation:
-    ann = s.get(Annotation, region_id)
+def _own(s: Session, region_id: int, reviewer_id: int) -> StoredRegion:
+    ann = repo_review.find_annotation(s, region_id)
     if ann is None:
         raise EditConflict(f"region {region_id} no longer exists in the database")
     if ann.reviewer_id != reviewer_id:
@@ -80,7 +90,7 @@ def _own(s: Session, region_id: int, reviewer_id: int) -> Annotation:
     return ann
 
 
-def _expect(ann: Annotation, content: Content, deleted: bool) -> None:
+def _expect(ann: StoredRegion, content: Content, deleted: bool) -> None:
     if (ann.deleted_at is not None) != deleted or Content.of(ann) != content:
         state = "deleted" if ann.deleted_at is not None else "changed"
         raise EditConflict(

@@ -20,8 +20,6 @@ from datetime import datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select
-from sqlalchemy.orm import Session
 
 from fundus_review.app.identify import identify_images
 from fundus_review.core.geometry import Shape, rasterize, shape_from_dict, shape_mask
@@ -38,10 +36,8 @@ from fundus_review.review.commands import (
     SetReviewStatus,
     SetVerdict,
 )
-from fundus_review.store import repo
-from fundus_review.store.codec import decode_mask, encode_mask
+from fundus_review.store import repo, repo_review
 from fundus_review.store.db import Database
-from fundus_review.store.schema import Annotation, Image, ImageReview
 
 __all__ = [
     "Command",
@@ -58,9 +54,10 @@ __all__ = [
     "SetVerdict",
     "UndoHistory",
     "heatmap_id_for",
+    "known_reviewers",
     "load_regions",
     "regions_fingerprint",
-    "review_status",
+    "stored_image_shape",
 ]
 
 
@@ -99,7 +96,7 @@ class Region:
 
     def mask(self) -> np.ndarray:
         if self.content.raster is not None:
-            return decode_mask(self.content.raster, self.image_shape)
+            return repo_review.raster_mask(self.content.raster, self.image_shape)
         if self.content.geometry is None:
             raise FundusReviewError(f"region {self.id} has neither a mask nor a geometry")
         return rasterize(self.kind, self.content.geometry, self.image_shape)
@@ -108,7 +105,7 @@ class Region:
 def load_regions(db: Database, image_id: int, include_deleted: bool = False) -> list[Region]:
     """Every reviewer's regions of one image (read-only session: never blocks a writer)."""
     with db.session(read_only=True) as s:
-        img = s.get(Image, image_id)
+        img = repo_review.find_image(s, image_id)
         if img is None:
             raise FundusReviewError(f"image {image_id} is not in {db.display_name}")
         if img.sha256 is None:
@@ -140,7 +137,7 @@ class Editor:
         self.db = db
         problems = identify_images(db, [image_id])  # regions are drawn on the file as it is now
         with db.session() as s:
-            img = s.get(Image, image_id)
+            img = repo_review.find_image(s, image_id)
             if img is None or img.sha256 is None:
                 why = problems[0][1] if problems else "it is not in the database"
                 raise FundusReviewError(f"cannot annotate image {image_id}: {why}")
@@ -183,7 +180,7 @@ class Editor:
 
     def _content(self, shape: Shape, mask: np.ndarray | None) -> tuple[Content, np.ndarray]:
         m = shape_mask(shape, self.image_shape) if mask is None else np.asarray(mask, dtype=bool)
-        return Content(shape.kind, _json_clean(shape.to_dict()), encode_mask(m)), m
+        return Content(shape.kind, _json_clean(shape.to_dict()), repo_review.mask_raster(m)), m
 
     def create_command(
         self, structure: str, shape: Shape, mask: np.ndarray | None = None
@@ -206,7 +203,7 @@ class Editor:
             if mask is None:
                 raise ValueError("an edit needs a shape or a mask")
             m = np.asarray(mask, dtype=bool)
-            new = Content(region.kind, region.geometry, encode_mask(m))
+            new = Content(region.kind, region.geometry, repo_review.mask_raster(m))
         else:
             new, m = self._content(shape, mask)
         if not m.any():
@@ -242,8 +239,9 @@ class Editor:
 
     # -- review state
     def review_status(self) -> tuple[str, str]:
+        """(status, comment) of this reviewer's review of the image; ("unreviewed", "") when none."""
         with self.db.session(read_only=True) as s:
-            return review_status(s, self.image_id, self.reviewer_id)
+            return repo_review.review_state(s, self.image_id, self.reviewer_id)
 
     def set_status(self, status: str, comment: str | None = None) -> Command:
         before = self.review_status()
@@ -262,25 +260,20 @@ class Editor:
         )
 
 
-def review_status(s: Session, image_id: int, reviewer_id: int) -> tuple[str, str]:
-    """(status, comment) of a reviewer's review of an image; ("unreviewed", "") when none."""
-    row = s.scalar(
-        select(ImageReview).where(
-            ImageReview.image_id == image_id, ImageReview.reviewer_id == reviewer_id
-        )
-    )
-    return (row.status, row.comment) if row is not None else ("unreviewed", "")
-
-
 def regions_fingerprint(db: Database, image_id: int) -> tuple[Any, ...]:
     """A cheap summary of an image's regions that changes with any create, edit, delete or
     restore (by any process), so a window can notice another instance's edits."""
     with db.session(read_only=True) as s:
-        row = s.execute(
-            select(func.count(Annotation.id), func.max(Annotation.updated_at),
-                   func.max(Annotation.deleted_at)).where(Annotation.image_id == image_id)
-        ).one()  # fmt: skip
-        return tuple(row)
+        return repo_review.annotations_fingerprint(s, image_id)
+
+
+def stored_image_shape(db: Database, image_id: int) -> tuple[int, int]:
+    """(height, width) of a stored image, the grid its regions are drawn on."""
+    with db.session(read_only=True) as s:
+        img = repo_review.find_image(s, image_id)
+        if img is None:
+            raise FundusReviewError(f"image {image_id} is not in {db.display_name}")
+        return repo.image_shape(img)
 
 
 def heatmap_id_for(db: Database, run_id: int | None, image_id: int | None) -> int | None:
@@ -290,6 +283,12 @@ def heatmap_id_for(db: Database, run_id: int | None, image_id: int | None) -> in
     with db.session(read_only=True) as s:
         row = repo.get_heatmap(s, run_id, image_id)
         return None if row is None else row.id
+
+
+def known_reviewers(db: Database) -> list[str]:
+    """Names of every reviewer in the database, sorted (offered when asking who is drawing)."""
+    with db.session(read_only=True) as s:
+        return [r.name for r in repo.list_reviewers(s)]
 
 
 class UndoHistory:

@@ -5,7 +5,8 @@ caller's ``with db.session()`` block is the transaction. ORM objects and plain i
 both accepted wherever a row is referenced, so objects kept from an earlier session still work.
 
 Datasets/images: get_or_create_dataset, list_datasets, upsert_image, set_image_identity,
-    forget_unread_images, image_shape, get_image, dataset_images, images_with_sha256, set_label, image_labels.
+    forget_unread_images, image_shape, find_image, get_image, dataset_images, images_with_sha256,
+    set_label, image_labels.
 Reviewers and regions: get_or_create_reviewer, list_reviewers, add_annotation, update_annotation,
     replace_imported_mask, list_annotations, list_structures, soft_delete_annotation,
     restore_annotation, annotation_mask, structure_mask.
@@ -14,6 +15,8 @@ Models and results: get_or_create_model, list_models, get_or_create_cam_run, lis
     save_prediction, get_prediction, save_heatmap, get_heatmap, heatmap_array, load_heatmap,
     find_done_images, save_scores, list_scores, delete_scores.
 Reports: iter_results (-> ResultRow).
+Read models of the window and the import use case have their own modules, imported directly:
+``store.repo_views`` (views/) and ``store.repo_import`` (app/importing, app/identify).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from fundus_review.store.repo_annotations import (
 )
 from fundus_review.store.repo_images import (
     dataset_images,
+    find_image,
     forget_unread_images,
     get_image,
     get_or_create_dataset,
@@ -74,6 +78,7 @@ __all__ = [
     "dataset_images",
     "delete_scores",
     "find_done_images",
+    "find_image",
     "get_heatmap",
     "get_image",
     "get_or_create_cam_run",

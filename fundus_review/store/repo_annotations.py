@@ -13,14 +13,12 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from fundus_review.core.vocabulary import ANNOTATION_KINDS, REVIEW_STATUSES, VERDICTS
 from fundus_review.errors import StoreError
 from fundus_review.store.codec import decode_mask, encode_mask
 from fundus_review.store.repo_images import _insert_or_fetch, get_by_id, image_shape, ref_id
 from fundus_review.store.repo_scores import delete_scores
 from fundus_review.store.schema import (
-    ANNOTATION_KINDS,
-    REVIEW_STATUSES,
-    VERDICTS,
     Annotation,
     Image,
     ImageReview,

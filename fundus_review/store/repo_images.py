@@ -62,7 +62,8 @@ def get_or_create_dataset(s: Session, root: str | Path, name: str | None = None)
 
 
 def list_datasets(s: Session) -> list[Dataset]:
-    return list(s.scalars(select(Dataset).order_by(Dataset.name, Dataset.id)))
+    """Every dataset in the order it was first registered (id order)."""
+    return list(s.scalars(select(Dataset).order_by(Dataset.id)))
 
 
 def upsert_image(
@@ -132,6 +133,11 @@ def dataset_images(s: Session, dataset: Ref) -> list[Image]:
     return list(
         s.scalars(select(Image).where(Image.dataset_id == ref_id(dataset)).order_by(Image.rel_path))
     )
+
+
+def find_image(s: Session, image_id: int) -> Image | None:
+    """The image with this id, None when there is none (an image may vanish between calls)."""
+    return s.get(Image, image_id)
 
 
 def get_image(s: Session, dataset: Ref, rel_path: str) -> Image | None:

@@ -42,10 +42,6 @@ NAMING_CONVENTION = {
     "pk": "pk_%(table_name)s",
 }
 
-ANNOTATION_KINDS = ("mask", "ellipse", "polygon", "brush", "point")
-REVIEW_STATUSES = ("unreviewed", "in_progress", "done", "flagged")
-VERDICTS = ("yes", "partly", "no")
-
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
@@ -278,7 +274,7 @@ class ImageReview(_Timestamps, Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
     reviewer_id: Mapped[int] = mapped_column(ForeignKey("reviewers.id", ondelete="RESTRICT"))
-    status: Mapped[str] = mapped_column(String(32))  # one of REVIEW_STATUSES
+    status: Mapped[str] = mapped_column(String(32))  # one of core.vocabulary.REVIEW_STATUSES
     comment: Mapped[str] = mapped_column(Text, default="")
 
     image: Mapped[Image] = relationship()
@@ -293,7 +289,7 @@ class Verdict(_Timestamps, Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     heatmap_id: Mapped[int] = mapped_column(ForeignKey("heatmaps.id", ondelete="CASCADE"))
     reviewer_id: Mapped[int] = mapped_column(ForeignKey("reviewers.id", ondelete="RESTRICT"))
-    verdict: Mapped[str] = mapped_column(String(16))  # one of VERDICTS
+    verdict: Mapped[str] = mapped_column(String(16))  # one of core.vocabulary.VERDICTS
     comment: Mapped[str] = mapped_column(Text, default="")
 
     heatmap: Mapped[Heatmap] = relationship()

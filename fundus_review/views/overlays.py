@@ -18,7 +18,7 @@ from fundus_review.core.pointing import PointingResult, pointing_game, tolerance
 from fundus_review.core.transform import InputTransform
 from fundus_review.store.db import Database
 from fundus_review.views.pyramid import Pyramid
-from fundus_review.views.queries import heatmap_target, load_heatmap, load_regions
+from fundus_review.views.queries import heatmap_target, load_heatmap, load_region_masks
 from fundus_review.views.scores import stored_scores
 
 # Fixed colours for the usual structures; others get a stable colour from their name.
@@ -112,7 +112,7 @@ def build_overlays(
     threshold: float = 0.5,
 ) -> Overlays:
     out = Overlays(image_id, run_id)
-    for region in load_regions(db, image_id):
+    for region in load_region_masks(db, image_id):
         prev = out.region_masks.get(region.structure)
         out.region_masks[region.structure] = region.mask if prev is None else (prev | region.mask)
     for structure, mask in out.region_masks.items():

@@ -15,13 +15,13 @@ from fundus_review.app.analyze import AnalysisRequest
 from fundus_review.app.identify import Progress, identify_images
 from fundus_review.app.importing import RegisteredDataset
 from fundus_review.errors import FundusReviewError
-from fundus_review.paths import cache_dir, shipped_models_dir
+from fundus_review.paths import shipped_models_dir
 from fundus_review.store.db import Database, open_database
 from fundus_review.views.browse import BrowseRow
 from fundus_review.views.queries import (
     DatasetInfo,
     ImageDetail,
-    RunInfo,
+    RunChoice,
     dataset_root,
     find_dataset_id,
     image_detail,
@@ -34,7 +34,9 @@ from fundus_review.views.queries import (
 from fundus_review.views.scores import score_choices
 
 
-class Session:
+class WindowState:
+    """What the window has open and the choices made in it (not a database session)."""
+
     def __init__(self) -> None:
         self.db: Database | None = None
         self.db_path: str | None = None
@@ -154,7 +156,7 @@ class Session:
             if Path(m.bundle_path).resolve() == self.bundle:
                 self.model_id = m.id
 
-    def runs(self) -> list[RunInfo]:
+    def runs(self) -> list[RunChoice]:
         """CAM runs of the chosen model (what the viewer's heatmap choice offers)."""
         if self.db is None or self.model_id is None:
             return []
@@ -168,7 +170,7 @@ class Session:
         metrics, structures, _reviewers = score_choices(self._need_db(), [r.id for r in runs])
         return metrics, structures
 
-    def dataset_runs(self) -> list[RunInfo]:
+    def dataset_runs(self) -> list[RunChoice]:
         """Runs of every model with heatmaps in this dataset (compare mode, summary)."""
         if self.db is None or self.dataset_id is None:
             return []
@@ -201,25 +203,25 @@ class Session:
 
 
 def load_photo(
-    session: Session, image_id: int
+    state: WindowState, image_id: int
 ) -> tuple[ImageDetail, np.ndarray, np.ndarray | None]:
     """The full-resolution photo, its record and its field-of-view mask (cached on disk)."""
-    from fundus_review.data.fov import FovCache
+    from fundus_review.app.scoring import default_fov_cache
     from fundus_review.data.images import load_image
 
-    db = session._need_db()
+    db = state._need_db()
     # A folder opened moments ago may not have had this file read yet (or it changed since).
     unreadable = identify_images(db, [image_id])
     if unreadable:
         raise FundusReviewError(f"{unreadable[0][0]}: {unreadable[0][1]}")
-    detail = image_detail(db, image_id, session.model_id)
+    detail = image_detail(db, image_id, state.model_id)
     rgb = np.ascontiguousarray(load_image(detail.path))
     if rgb.shape[:2] != (detail.height, detail.width):
         raise FundusReviewError(
             f"{detail.path}: the file is {rgb.shape[1]}x{rgb.shape[0]} but was registered as"
             f" {detail.width}x{detail.height}; open the dataset again to re-register it"
         )
-    fov = FovCache(cache_dir() / "fov").get(detail.path, detail.sha256, rgb)
+    fov = default_fov_cache().get(detail.path, detail.sha256, rgb)
     return detail, rgb, fov
 
 

@@ -83,6 +83,7 @@ def analyzed_db(tmp_path_factory, gui_dataset, tiny_bundle) -> Path:
     """A database where gradcam and eigencam ran over the dataset and were scored (made once)."""
     from fundus_review.app.analyze import AnalysisRequest, run_analysis
     from fundus_review.app.scoring import score_database
+    from fundus_review.app.selection import ResultSelection
     from fundus_review.store.db import open_database
 
     work = tmp_path_factory.mktemp("analyzed")
@@ -94,7 +95,7 @@ def analyzed_db(tmp_path_factory, gui_dataset, tiny_bundle) -> Path:
         )
         events = list(run_analysis(req))
         db = open_database(db_path)
-        summary = score_database(db, dataset_id=events[-1].dataset_id)
+        summary = score_database(db, ResultSelection(dataset=events[-1].dataset_id))
         db.close()
     assert events[-1].computed == 6 and summary.scored > 0 and not summary.problems
     return db_path

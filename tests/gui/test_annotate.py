@@ -24,9 +24,11 @@ from fundus_review.gui.annotate import (
     install_actions,
 )
 from fundus_review.gui.annotate.editors import EllipseEditor, PolygonEditor
+from fundus_review.gui.annotate.layers import region_outline
 from fundus_review.gui.annotate.shortcuts import TOOLS, help_html
 from fundus_review.review.editor import Editor, load_regions
 from fundus_review.store import open_database, repo
+from fundus_review.views.overlays import mask_outline
 
 H, W = 96, 128
 
@@ -176,6 +178,25 @@ def test_draw_ellipse_polygon_brush_undo_redo_and_find_them_after_a_restart(qtbo
         assert sorted((r.structure, r.kind, r.content.raster) for r in w2.c.regions) == drawn
         assert len(w2.c.outlines.items) == 3
         w2.c.detach()
+
+
+def test_a_painted_regions_outline_is_its_masks_outline(tmp_path) -> None:  # noqa: ANN001
+    """The annotate layer traces only the mask's box, but draws the viewer's outline exactly."""
+    image_id = make_db(tmp_path / "outline.db")
+    m = np.zeros((H, W), bool)
+    m[30:50, 70:100] = True
+    m[38:42, 80:85] = False  # a hole: its inner boundary is drawn too
+    m[5:8, 5:9] = True  # a second piece far from the first
+    with open_database(tmp_path / "outline.db") as db:
+        with db.session() as s:
+            lab = repo.get_or_create_reviewer(s, "lab")
+            repo.replace_imported_mask(s, image_id, lab, "vessels", m, "import:x")
+        (region,) = load_regions(db, image_id)
+    xy = region_outline(region)
+    assert np.isnan(xy[:, 0]).sum() == 2  # three closed pieces
+    np.testing.assert_array_equal(xy, mask_outline(m))
+    assert np.nanmin(xy, axis=0).tolist() == [5.5, 5.5]
+    assert np.nanmax(xy, axis=0).tolist() == [99.5, 49.5]
 
 
 def test_polygon_vertices_drag_insert_and_delete(qtbot, win) -> None:  # noqa: ANN001

@@ -11,10 +11,10 @@ import torch
 from PIL import Image as PILImage
 
 from fundus_review.app.analyze import (
+    AnalysisProgress,
     AnalysisRequest,
     Finished,
     ImageFailed,
-    Progress,
     Started,
     run_analysis,
 )
@@ -158,7 +158,7 @@ def test_cancel_keeps_every_finished_batch(tmp_path: Path, spot_dataset: Path) -
     events = []
     for ev in run_analysis(req, cancel):
         events.append(ev)
-        if isinstance(ev, Progress):
+        if isinstance(ev, AnalysisProgress):
             cancel.set()  # after the first batch
     fin = _finished(events)
     assert fin.cancelled and fin.computed == 2

@@ -93,3 +93,60 @@ def test_seeded_sample_is_stable_under_order_and_growth() -> None:
     # Growth only swaps in better-ranked new keys; no old key of the sample is replaced by an old one.
     assert [k for k in grown if k.startswith("img")] == a[: sum(k.startswith("img") for k in grown)]
     assert seeded_sample(keys, None) == seeded_sample(keys, 1000)
+
+
+def _rows(run: str, hits: list[float], dist: list[float]) -> list[dict]:
+    return [
+        {
+            "run": run,
+            "image_id": i,
+            "structure": "optic_disc",
+            "reviewer": "reference",
+            "pointing_hit": h,
+            "pointing_distance_px": d,
+        }
+        for i, (h, d) in enumerate(zip(hits, dist, strict=True))
+    ]
+
+
+def test_run_is_compared_with_its_best_baseline_in_each_direction() -> None:
+    from fundus_review.core.baseline_tables import best_baseline_comparisons
+
+    n = 40
+    rows = (
+        _rows("model", [1.0] * 30 + [0.0] * 10, [0.0] * 30 + [9.0] * 10)
+        + _rows("centre", [1.0] * n, [0.0] * n)  # disc-centred crops: the centre always hits
+        + _rows("random", [0.0] * 36 + [1.0] * 4, [50.0] * n)
+    )
+    out = best_baseline_comparisons(
+        rows,
+        ["pointing_hit", "pointing_distance_px"],
+        {"model": ["centre", "random"]},
+        n_resamples=500,
+    )
+    by_metric = {r["metric"]: r for r in out}
+    hit = by_metric["pointing_hit"]
+    assert hit["versus"] == "centre" and hit["table"] == "versus_best_baseline"
+    assert hit["estimate"] == pytest.approx(-0.25)
+    assert hit["group"] == "worse" and hit["n"] == n
+    dist = by_metric["pointing_distance_px"]
+    # Lower is better: the best baseline is again the centre (distance 0), and the model is worse.
+    assert dist["versus"] == "centre" and dist["estimate"] == pytest.approx(90 / 40)
+    assert dist["group"] == "worse"
+    # Against the random map alone the model wins, in both directions of "better".
+    only_random = best_baseline_comparisons(
+        rows, ["pointing_hit", "pointing_distance_px"], {"model": ["random"]}, n_resamples=500
+    )
+    assert {r["metric"]: r["group"] for r in only_random} == {
+        "pointing_hit": "beats",
+        "pointing_distance_px": "beats",
+    }
+
+
+def test_verdict_needs_the_whole_interval_on_one_side() -> None:
+    from fundus_review.core.baseline_tables import verdict
+
+    assert verdict(0.1, 0.02, 0.2, higher=True) == "beats"
+    assert verdict(0.1, -0.01, 0.2, higher=True) == "no better"
+    assert verdict(-0.1, -0.2, -0.01, higher=False) == "beats"
+    assert verdict(None, None, None, higher=True) == "no better"

@@ -25,7 +25,7 @@ from fundus_review.exchange.coco import export_coco, mask_to_rle, rle_to_mask
 from fundus_review.exchange.labelme import import_labelme
 from fundus_review.exchange.masks import export_masks
 from fundus_review.exchange.region_filter import Selection
-from fundus_review.exchange.verdicts import export_verdicts, verdict_counts, verdict_rows
+from fundus_review.exchange.verdicts import export_verdicts, verdict_counts, verdict_export_rows
 from fundus_review.review.editor import Editor, load_regions
 from fundus_review.store import open_database, repo
 
@@ -191,11 +191,11 @@ def test_verdicts_csv_lists_each_verdict_with_its_context(env: dict) -> None:
     assert rows[1]["image"] == "glaucoma/g1.png" and rows[1]["method"] == "gradcam"
     assert rows[1]["model"] == "tiny" and rows[1]["layers"] == "layer4"
     assert export_verdicts(db, path, reviewers=["Dr. Rao"]) == 1
-    assert verdict_counts(verdict_rows(db)) == {
+    assert verdict_counts(verdict_export_rows(db)) == {
         ("tiny", "gradcam"): {"yes": 0, "partly": 1, "no": 1}
     }
     with pytest.raises(FundusReviewError, match="no reviewer 'Dr. Who'"):
-        verdict_rows(db, reviewers=["Dr. Who"])
+        verdict_export_rows(db, reviewers=["Dr. Who"])
 
 
 # ------------------------------------------------------------------------------ labelme

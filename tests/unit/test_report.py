@@ -18,10 +18,11 @@ import pytest
 from PIL import Image
 
 from fundus_review.app.analyze import AnalysisRequest, run_analysis
+from fundus_review.app.selection import ResultSelection
 from fundus_review.core.stats import paired_difference, spearman, summarize
 from fundus_review.data.fov import FovCache
 from fundus_review.errors import FundusReviewError
-from fundus_review.report import write_report
+from fundus_review.report import ReportRequest, write_report
 from fundus_review.report.tables import read_scores_csv
 from fundus_review.store import open_database, repo
 
@@ -106,7 +107,7 @@ def world(tmp_path_factory) -> dict:
             verdicts[rel] = verdict
     cache = FovCache(base / "cache")
     out = base / "out"
-    result = write_report(db_path, out, seed=SEED, gallery_cap=CAP, fov_cache=cache)
+    result = write_report(db_path, ReportRequest(out, seed=SEED, gallery_cap=CAP), fov_cache=cache)
     return {
         "db": db_path,
         "out": out,
@@ -132,9 +133,11 @@ def test_files_exist_and_scoring_ran_first(world: dict) -> None:
     assert set(result.paths) >= {"html", "pdf", "csv", "aggregates_csv", "json"}
     assert all(p.is_file() and p.parent == world["out"] for p in result.paths.values())
     assert result.paths["html"].name == "report.html"  # the GUI opens this name
-    assert result.scoring.scored == 16 + 6 and result.problems == []
+    # 8 images x 2 runs, + 3 x 2 by "second"; the same for 4 fixed baselines + 2 mean maps.
+    assert result.scoring.scored == (2 + 6) * (8 + 3) and result.problems == []
     rows = read_scores_csv(result.paths["csv"])
-    assert len(rows) == result.rows == 16 + 6  # 8 images x 2 runs, + 3 x 2 by "second"
+    assert len(rows) == result.rows == (2 + 6) * (8 + 3)
+    assert len([r for r in rows if r["run_kind"] == "model"]) == 16 + 6
 
 
 def test_summary_matches_recomputation_from_the_csv(world: dict) -> None:
@@ -142,7 +145,7 @@ def test_summary_matches_recomputation_from_the_csv(world: dict) -> None:
     rows = read_scores_csv(world["out"] / "scores.csv")
     assert doc["seed"] == SEED
     summary = [a for a in doc["aggregates"] if a["table"] == "summary"]
-    assert len(summary) == 2 * 2 * 15  # runs x reviewers x metrics
+    assert len(summary) == (2 + 6) * 2 * 15  # (runs + baselines) x reviewers x metrics
     for a in summary:
         values = [
             r[a["metric"]]
@@ -355,8 +358,8 @@ def test_worst_localized_correct_predictions_come_first(world: dict) -> None:
 
 def test_galleries_can_be_grouped_by_true_class_and_confidence(world: dict, tmp_path: Path) -> None:
     out = tmp_path / "by_class"
-    write_report(world["db"], out, seed=SEED, gallery_cap=CAP, fov_cache=world["cache"],
-                 gallery_by=("class", "confidence"))  # fmt: skip
+    request = ReportRequest(out, seed=SEED, gallery_cap=CAP, gallery_by=("class", "confidence"))
+    write_report(world["db"], request, fov_cache=world["cache"])
     doc = json.loads((out / "report.json").read_text(encoding="utf-8"))
     assert doc["gallery"]["by"] == ["class", "confidence"]
     rows = read_scores_csv(out / "scores.csv")
@@ -379,15 +382,14 @@ def test_galleries_can_be_grouped_by_true_class_and_confidence(world: dict, tmp_
     html = (out / "report.html").read_text(encoding="utf-8")
     assert re.search(r"<h3>optic_disc[^<]*: all predictions, true class \w+, confidence", html)
     with pytest.raises(FundusReviewError, match="gallery grouping"):
-        write_report(world["db"], tmp_path / "o", gallery_by=("colour",))
+        write_report(world["db"], ReportRequest(tmp_path / "o", gallery_by=("colour",)))
 
 
 def test_same_database_gives_identical_tables(world: dict, tmp_path: Path) -> None:
     with open_database(world["db"]) as db:  # the GUI passes its open Database
-        again = write_report(
-            db, tmp_path / "again", seed=SEED, gallery_cap=CAP, fov_cache=world["cache"]
-        )
-    assert again.scoring.scored == 0 and again.scoring.reused == 22
+        request = ReportRequest(tmp_path / "again", seed=SEED, gallery_cap=CAP)
+        again = write_report(db, request, fov_cache=world["cache"])
+    assert again.scoring.scored == 0 and again.scoring.reused == (2 + 6) * (8 + 3)
     for name in ("scores.csv", "aggregates.csv", "reviewer_agreement.csv", "report.json"):
         assert (tmp_path / "again" / name).read_bytes() == (world["out"] / name).read_bytes(), name
 
@@ -397,11 +399,12 @@ def test_bad_requests_are_user_errors(world: dict, tmp_path: Path) -> None:
         write_report(tmp_path / "missing.db", tmp_path / "o")
     assert not (tmp_path / "missing.db").exists()
     with pytest.raises(FundusReviewError, match="no model 'nope'"):
-        write_report(world["db"], tmp_path / "o", models=["nope"], fov_cache=world["cache"])
+        nope = ResultSelection(models=["nope"])
+        write_report(world["db"], ReportRequest(tmp_path / "o", nope), fov_cache=world["cache"])
     with pytest.raises(FundusReviewError, match="at least 1000"):
-        write_report(world["db"], tmp_path / "o", n_resamples=100)
+        write_report(world["db"], ReportRequest(tmp_path / "o", n_resamples=100))
     with pytest.raises(FundusReviewError, match="unknown gallery metric"):
-        write_report(world["db"], tmp_path / "o", gallery_metric="accuracy")
+        write_report(world["db"], ReportRequest(tmp_path / "o", gallery_metric="accuracy"))
 
 
 def test_cli_filters_prints_paths_and_states_its_seed(
@@ -434,7 +437,14 @@ def test_cli_filters_prints_paths_and_states_its_seed(
         assert str(out / name) in printed and (out / name).is_file()
     theirs = json.loads((out / "report.json").read_text())
     assert theirs["seed"] == SEED + 1 and theirs["gallery"]["cap"] == 2
-    assert {(r["method"], r["reviewer"]) for r in theirs["scores"]} == {("gradcam", "reference")}
+    real = [r for r in theirs["scores"] if r["run_kind"] == "model"]
+    assert {(r["method"], r["reviewer"]) for r in real} == {("gradcam", "reference")}
+    # The baselines come with the selected images; the mean map only of the selected run.
+    base = [r for r in theirs["scores"] if r["run_kind"] == "baseline"]
+    assert {r["method"] for r in base} == {"centre", "fov-centre", "uniform", "random", "mean-map"}
+    assert {r["run"] for r in base if r["method"] == "mean-map"} == {
+        "baseline | mean map of " + real[0]["run"]
+    }
     assert f"seed {SEED + 1}" in (out / "report.html").read_text(encoding="utf-8").lower()
 
     mine = {
@@ -442,9 +452,13 @@ def test_cli_filters_prints_paths_and_states_its_seed(
         for a in _json(world)["aggregates"]
         if a["table"] == "summary"
         and a["run"].endswith("gradcam | layer3")
+        and not a["run"].startswith("baseline")
         and a["reviewer"] == "reference"
     }
-    summary = [a for a in theirs["aggregates"] if a["table"] == "summary"]
+    mine_runs = {r["run"] for r in real}
+    summary = [
+        a for a in theirs["aggregates"] if a["table"] == "summary" and a["run"] in mine_runs
+    ]
     assert {a["metric"] for a in summary} == set(mine)
     for a in summary:  # the same data give the same means, the other seed other intervals
         assert a["estimate"] == mine[a["metric"]]["estimate"]
@@ -453,3 +467,33 @@ def test_cli_filters_prints_paths_and_states_its_seed(
 
     assert main(["--db", str(tmp_path / "none.db"), "--out", str(out)]) == 2
     assert "no such database" in capsys.readouterr().err
+
+
+def test_a_failed_write_leaves_the_earlier_report_whole(
+    world: dict, tmp_path: Path, monkeypatch
+) -> None:
+    import shutil
+
+    import fundus_review.report.pdf as pdf
+
+    earlier = tmp_path / "report"
+    shutil.copytree(world["out"], earlier)
+    before = {p.name: p.read_bytes() for p in earlier.iterdir()}
+
+    def dies_mid_write(doc, path: Path, pngs) -> Path:  # noqa: ANN001
+        path.with_name(path.name + ".part").write_bytes(b"%PDF-1.4 half a page")
+        raise RuntimeError("killed while writing the PDF")
+
+    monkeypatch.setattr(pdf, "render_pdf", dies_mid_write)
+    request = ReportRequest(earlier, seed=SEED + 1, gallery_cap=CAP)
+    with pytest.raises(RuntimeError, match="killed while writing"):
+        write_report(world["db"], request, fov_cache=world["cache"])
+    assert {p.name: p.read_bytes() for p in earlier.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir()] == ["report"]  # no staging folder, no .part
+
+    monkeypatch.undo()
+    again = write_report(world["db"], request, fov_cache=world["cache"])
+    assert sorted(p.name for p in earlier.iterdir()) == sorted(before)
+    assert json.loads((earlier / "report.json").read_text(encoding="utf-8"))["seed"] == SEED + 1
+    assert again.paths["html"] == earlier / "report.html"
+    assert [p.name for p in tmp_path.iterdir()] == ["report"]

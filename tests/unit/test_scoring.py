@@ -17,6 +17,7 @@ from PIL import Image as PILImage
 from sqlalchemy import select
 
 from fundus_review.app.scoring import ScoringParams, score_database
+from fundus_review.app.selection import ResultSelection
 from fundus_review.core.transform import make_transform
 from fundus_review.data.fov import FovCache
 from fundus_review.data.images import file_sha256
@@ -229,14 +230,18 @@ def test_changed_parameters_replace_the_stored_scores(db: Database, world: dict,
 
 
 def test_filters_restrict_what_is_scored(db: Database, world: dict, cache) -> None:
-    summary = score_database(db, methods=["HiResCAM"], params=PARAMS, fov_cache=cache)
+    summary = score_database(
+        db, ResultSelection(methods=["HiResCAM"]), params=PARAMS, fov_cache=cache
+    )
     assert (summary.heatmaps, summary.scored) == (2, 2)
     assert stored(db, world["ids"]["a"], world["runs"]["gradcam"]) == {}
-    assert score_database(db, structures=["hemorrhage"], fov_cache=cache).scored == 0
+    assert (
+        score_database(db, ResultSelection(structures=["hemorrhage"]), fov_cache=cache).scored == 0
+    )
     with pytest.raises(FundusReviewError, match="no stored heatmaps for method"):
-        score_database(db, methods=["scorecam"], fov_cache=cache)
+        score_database(db, ResultSelection(methods=["scorecam"]), fov_cache=cache)
     with pytest.raises(FundusReviewError, match="no model 'nope'"):
-        score_database(db, model="nope", fov_cache=cache)
+        score_database(db, ResultSelection(models="nope"), fov_cache=cache)
 
 
 def test_image_filter_scores_only_those_images(db: Database, world: dict, cache) -> None:
@@ -392,7 +397,9 @@ def test_reviewer_vs_reviewer_agreement(db: Database, world: dict, cache) -> Non
         ("c", "reference"): (0.0, 0.0),
     }
     assert {r.rel_path for r in summary.agreements} == {"a.png"}
-    only_two = score_database(db, reviewers=["b", "reference"], fov_cache=cache).agreements
+    only_two = score_database(
+        db, ResultSelection(reviewers=["b", "reference"]), fov_cache=cache
+    ).agreements
     assert [(r.reviewer_a, r.reviewer_b, r.structure) for r in only_two] == [
         ("b", "reference", "optic_disc")
     ]

@@ -1,4 +1,5 @@
-"""Heatmap similarity, resampling, mean heatmaps and grouping helpers; metrics on real masks."""
+"""Heatmap similarity, resampling, the report's mean heatmaps and grouped summaries, grouping
+helpers; metrics on real masks."""
 
 from __future__ import annotations
 
@@ -9,16 +10,17 @@ import pytest
 
 from fundus_review.core.metric_inputs import MetricInputError
 from fundus_review.core.metrics import mask_agreement, scaled_tolerance, score_heatmap
+from fundus_review.core.score_tables import grouped_summaries
 from fundus_review.core.similarity import (
     confidence_band,
-    group_summary,
     heatmap_rank_correlation,
     heatmap_top_overlap,
-    mean_heatmap,
     prediction_outcome,
     resample_heatmap,
 )
 from fundus_review.core.stats import summarize
+from fundus_review.report.heatmaps import ALL, HeatmapPass
+from fundus_review.store.codec import encode_heatmap
 
 
 def _blob(shape: tuple[int, int], cy: float, cx: float, sigma: float) -> np.ndarray:
@@ -83,27 +85,35 @@ def test_area_resampling_keeps_the_mean_for_any_factor() -> None:
 
 
 def test_mean_heatmap_shows_a_systematic_hot_spot() -> None:
+    # The report's dataset-mean maps: every map of one model lives on its input grid.
     rng = np.random.default_rng(5)
-    maps = []
-    for shape in [(60, 80), (90, 120), (45, 60)]:
-        h = rng.random(shape) * 0.3
-        h[: shape[0] // 6, : shape[1] // 8] = 1.0  # same top-left corner artifact on each
-        maps.append(h)
-    mean = mean_heatmap(iter(maps), (30, 40))
-    assert mean.dtype == np.float32 and mean.shape == (30, 40)
-    assert mean[:4, :4].min() == pytest.approx(1.0)  # fully inside every corner blob
+    heat = HeatmapPass()
+    for cls in ("glaucoma", "normal", "normal"):
+        h = rng.random((60, 80)) * 0.3
+        h[:10, :10] = 1.0  # same top-left corner artifact on each
+        heat.add("gradcam", cls, h)
+    mean, n = heat.mean("gradcam", ALL)
+    assert mean.dtype == np.float32 and mean.shape == (60, 80) and n == 3
+    assert mean[:10, :10].min() == pytest.approx(1.0)  # inside every corner blob
     assert mean[10:, 10:].max() < 0.3
-    one = mean_heatmap([np.full((5, 5), 0.5)], (2, 3))
-    assert np.allclose(one, 0.5)
+    assert heat.mean("gradcam", "normal")[1] == 2 and heat.classes() == ["glaucoma", "normal", ALL]
+    single = HeatmapPass()
+    single.add("gradcam", "normal", np.full((5, 5), 0.5))
+    one, n_one = single.mean("gradcam", "normal")
+    assert n_one == 1 and np.allclose(one, 0.5)
 
 
-def test_mean_heatmap_errors_name_the_bad_heatmap() -> None:
-    with pytest.raises(MetricInputError, match="at least one"):
-        mean_heatmap([], (4, 4))
+def test_mean_heatmap_without_maps_or_with_a_bad_one() -> None:
+    heat = HeatmapPass()
+    assert heat.mean("gradcam", ALL) is None  # no map, no mean (the figure leaves it out)
+    heat.add("gradcam", "normal", np.zeros((4, 4)))
+    heat.add("gradcam", "normal", np.ones((5, 5)))  # another grid: left out, never broadcast
+    mean, n = heat.mean("gradcam", "normal")
+    assert n == 1 and mean.shape == (4, 4) and mean.max() == 0.0
     bad = np.zeros((4, 4))
     bad[1, 1] = np.nan
-    with pytest.raises(MetricInputError, match=r"heatmap #1 .*NaN"):
-        mean_heatmap([np.zeros((4, 4)), bad], (4, 4))
+    with pytest.raises(ValueError, match="NaN"):  # a NaN map never reaches the mean: not stored
+        encode_heatmap(bad)
 
 
 # -- grouping helpers -------------------------------------------------------------------------
@@ -130,23 +140,29 @@ def test_prediction_outcome_names_false_positives_and_negatives() -> None:
     assert prediction_outcome(None, "glaucoma") == "unlabeled"
 
 
-def test_group_summary_groups_drop_missing_and_sort() -> None:
+def test_grouped_summaries_group_drop_missing_and_keep_order() -> None:
+    # The report's grouped summaries: groups in the order their first row appears (the report
+    # sorts its rows), values within a group by group_order, else as text.
     rows = [
-        {"cls": "normal", "ok": True, "iou": 0.2},
-        {"cls": "glaucoma", "ok": True, "iou": 0.6},
-        {"cls": "glaucoma", "ok": False, "iou": None},
-        {"cls": "glaucoma", "ok": True, "iou": 0.8},
-        {"cls": None, "ok": True, "iou": 0.5},
+        {"cls": "normal", "ok": True, "iou": 0.2, "confidence": 0.3},
+        {"cls": "glaucoma", "ok": True, "iou": 0.6, "confidence": 0.9},
+        {"cls": "glaucoma", "ok": False, "iou": None, "confidence": 0.6},
+        {"cls": "glaucoma", "ok": True, "iou": 0.8, "confidence": 0.95},
+        {"cls": None, "ok": True, "iou": 0.5, "confidence": 0.85},
     ]
-    by_class = group_summary(rows, "cls", "iou", n_resamples=200)
-    assert [g.key for g in by_class] == [("glaucoma",), ("normal",), (None,)]
-    g = by_class[0].summary
-    assert (g.n, g.n_dropped, g.mean) == (2, 1, pytest.approx(0.7))
-    two = group_summary(rows, ["cls", "ok"], "iou", n_resamples=200)
-    assert [t.key for t in two][:2] == [("glaucoma", False), ("glaucoma", True)]
-    assert two[0].summary.n == 0 and two[0].summary.mean is None
-    banded = group_summary(rows, lambda r: r["iou"] is not None and r["iou"] > 0.4, "iou")
-    assert [(b.key, b.summary.n) for b in banded] == [((False,), 1), ((True,), 3)]
+    by_class = grouped_summaries(rows, ["iou"], table="t", by=("cls",), n_resamples=200)
+    assert [g["cls"] for g in by_class] == ["normal", "glaucoma", None]
+    g = by_class[1]
+    assert (g["n"], g["n_dropped"], g["estimate"]) == (2, 1, pytest.approx(0.7))
+    two = grouped_summaries(rows, ["iou"], table="t", by=("cls",), group_by="ok", n_resamples=200)
+    assert [(t["cls"], t["group"]) for t in two][1:3] == [("glaucoma", False), ("glaucoma", True)]
+    assert two[1]["n"] == 0 and two[1]["estimate"] is None
+    for r in rows:  # grouping by a function of the row: the report stores it as a column
+        r["band"] = confidence_band(r["confidence"], thresholds=[0.8])
+    banded = grouped_summaries(
+        rows, ["iou"], table="t", by=(), group_by="band", group_order=["< 0.8", ">= 0.8"]
+    )
+    assert [(b["group"], b["n"]) for b in banded] == [("< 0.8", 1), (">= 0.8", 3)]
 
 
 # -- real expert masks --------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from fundus_review.store import repo
 from fundus_review.store.db import open_database
 from fundus_review.views.overlays import pick_overlays
 from fundus_review.views.queries import (
-    RunInfo,
+    RunChoice,
     heatmap_target,
     list_runs,
     load_browse_rows,
@@ -89,9 +89,9 @@ def test_dataset_filter_keeps_runs_with_heatmaps_there(db):
 
 def test_run_for_target_matches_recipe_and_class():
     runs = [
-        RunInfo(1, 1, "gradcam", ["layer4"], "predicted"),
-        RunInfo(2, 1, "gradcam", ["layer4"], "class:normal"),
-        RunInfo(3, 1, "gradcam", ["layer3"], "class:glaucoma"),
+        RunChoice(1, 1, "gradcam", ["layer4"], "predicted"),
+        RunChoice(2, 1, "gradcam", ["layer4"], "class:normal"),
+        RunChoice(3, 1, "gradcam", ["layer3"], "class:glaucoma"),
     ]
     recipe = ("gradcam", ("layer4",))
     assert run_for_target(runs, recipe, None).id == 1

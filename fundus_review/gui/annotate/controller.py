@@ -25,11 +25,16 @@ from fundus_review.gui.annotate.layers import Z_PREVIEW, MaskOverlay, OutlineLay
 from fundus_review.gui.annotate.strokes import Stroke
 from fundus_review.gui.annotate.surface import BrushCursor, DrawSurface
 from fundus_review.gui.annotate.tools import ToolHandlers
-from fundus_review.review.editor import Command, Editor, Region, load_regions, regions_fingerprint
+from fundus_review.review.editor import (
+    Command,
+    Editor,
+    Region,
+    load_regions,
+    regions_fingerprint,
+    stored_image_shape,
+)
 from fundus_review.review.labelsets import LabelSet, StructureDef, load_label_set
-from fundus_review.store import repo
 from fundus_review.store.db import Database
-from fundus_review.store.schema import Image
 
 TOOL_NAMES = ("select", "ellipse", "polygon", "brush", "eraser", "fill", "point")
 
@@ -101,11 +106,7 @@ class AnnotationController(ToolHandlers, QObject):
             self.changed.emit()
             return
         if image_shape is None:
-            with self.db.session(read_only=True) as s:
-                img = s.get(Image, image_id)
-                if img is None:
-                    raise FundusReviewError(f"image {image_id} is not in {self.db.display_name}")
-                image_shape = repo.image_shape(img)
+            image_shape = stored_image_shape(self.db, image_id)
         self.image_shape = (int(image_shape[0]), int(image_shape[1]))
         self._setup_items()
         self._make_editor()

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QPointF, Qt
 
@@ -133,14 +132,3 @@ def make_editor(shape: Shape, color, on_done: Done):  # noqa: ANN201 - one of th
     if isinstance(shape, Point):
         return PointEditor(shape, color, on_done)
     return None  # painted regions are edited with the brush and eraser
-
-
-def editor_points(editor) -> np.ndarray:  # noqa: ANN001 - any editor
-    """Vertices (or centre) of an editor in image coordinates, for tests and hit checks."""
-    if isinstance(editor, PolygonEditor):
-        return np.array(editor.polygon().points)
-    if isinstance(editor, EllipseEditor):
-        e = editor.ellipse()
-        return np.array([[e.cx, e.cy]])
-    p = editor.point()
-    return np.array([[p.x, p.y]])

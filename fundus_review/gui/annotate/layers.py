@@ -8,7 +8,6 @@ the tiles it touched, never the whole 4288x2848 photograph or overlay.
 
 from __future__ import annotations
 
-import cv2
 import numpy as np
 import pyqtgraph as pg
 from PySide6.QtCore import QRectF, Qt
@@ -16,26 +15,9 @@ from PySide6.QtGui import QColor
 
 from fundus_review.core.geometry import Ellipse, Point, Polygon, mask_box
 from fundus_review.review.editor import Region
+from fundus_review.views.overlays import mask_outline
 
 Z_OVERLAY, Z_OUTLINES, Z_PREVIEW, Z_SURFACE, Z_EDITOR = 55, 60, 75, 70, 80
-
-
-def mask_outline(mask: np.ndarray) -> np.ndarray:
-    """(N, 2) x/y polyline through the centres of a mask's boundary pixels, NaN between pieces.
-
-    Only the mask's bounding box is traced, so a small lesion on a huge image is cheap.
-    """
-    box = mask_box(mask)
-    if box is None:
-        return np.zeros((0, 2))
-    r0, r1, c0, c1 = box
-    crop = np.ascontiguousarray(mask[r0:r1, c0:c1], dtype=np.uint8)
-    contours, _ = cv2.findContours(crop, cv2.RETR_CCOMP, cv2.CHAIN_APPROX_SIMPLE)
-    pieces = []
-    for c in contours:
-        pts = c.reshape(-1, 2).astype(np.float64) + (c0 + 0.5, r0 + 0.5)
-        pieces += [pts, pts[:1], np.full((1, 2), np.nan)]
-    return np.vstack(pieces[:-1]) if pieces else np.zeros((0, 2))
 
 
 def region_outline(region: Region) -> np.ndarray:
@@ -45,7 +27,13 @@ def region_outline(region: Region) -> np.ndarray:
         return shape.outline()
     if isinstance(shape, Polygon):
         return shape.outline()
-    return mask_outline(region.mask())
+    # Only the mask's bounding box is traced, so a small lesion on a huge photograph is cheap.
+    mask = region.mask()
+    box = mask_box(mask)
+    if box is None:
+        return np.zeros((0, 2))
+    r0, r1, c0, c1 = box
+    return mask_outline(mask[r0:r1, c0:c1]) + (c0, r0)
 
 
 class OutlineLayer:

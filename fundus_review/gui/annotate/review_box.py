@@ -14,8 +14,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from fundus_review.core.vocabulary import REVIEW_STATUSES, VERDICTS
 from fundus_review.gui.annotate.controller import AnnotationController
-from fundus_review.store.schema import REVIEW_STATUSES, VERDICTS
 
 STATUS_TEXT = {"unreviewed": "unreviewed", "in_progress": "in progress", "done": "done",
                "flagged": "flagged"}  # fmt: skip

@@ -5,7 +5,7 @@ from __future__ import annotations
 from PySide6.QtCore import QSettings
 from PySide6.QtWidgets import QInputDialog, QWidget
 
-from fundus_review.store import repo
+from fundus_review.review.editor import known_reviewers
 from fundus_review.store.db import Database
 
 SETTINGS_KEY = "annotate/reviewer"
@@ -20,13 +20,6 @@ def saved_reviewer(settings: QSettings) -> str | None:
     return clean_name(settings.value(SETTINGS_KEY))
 
 
-def known_reviewers(db: Database | None) -> list[str]:
-    if db is None:
-        return []
-    with db.session(read_only=True) as s:
-        return [r.name for r in repo.list_reviewers(s)]
-
-
 def ask_reviewer(
     parent: QWidget | None,
     settings: QSettings,
@@ -34,7 +27,7 @@ def ask_reviewer(
     current: str | None = None,
 ) -> str | None:
     """Ask for the reviewer's name (known names offered); saves and returns it, None if cancelled."""
-    names = known_reviewers(db)
+    names = known_reviewers(db) if db is not None else []
     current = current or saved_reviewer(settings)
     if current and current not in names:
         names.insert(0, current)
