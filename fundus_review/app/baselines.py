@@ -62,6 +62,13 @@ def baseline_card(seed: int) -> dict:
     }
 
 
+def is_baseline(model_name: str, card: dict | None = None) -> bool:
+    """Whether a model record is the baseline pseudo-model (by its card when given)."""
+    if card is not None:
+        return card.get("kind") == "baseline"
+    return model_name == BASELINE_MODEL
+
+
 def image_grid(height: int, width: int) -> InputTransform:
     """The resize transform of an image onto its baseline grid (long side GRID, aspect kept)."""
     scale = GRID / max(height, width)

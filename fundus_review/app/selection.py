@@ -42,6 +42,7 @@ class ResultSelection:
     structures: Sequence[str] | None = None
     reviewers: Sequence[str] | None = None
     baselines: bool = True
+    randomized: bool = False  # also the randomised copies' maps (scoring them for the test)
 
     def __post_init__(self) -> None:
         for name in ("methods", "structures", "reviewers"):
@@ -57,7 +58,13 @@ class ResultSelection:
     def results(self, s: Any, image_ids: Collection[int] | None = None) -> list[ResultRow]:
         """The stored heatmaps of this selection (``image_ids``: only those images)."""
         return select_results(
-            s, self.dataset, self.models, self.methods, image_ids, baselines=self.baselines
+            s,
+            self.dataset,
+            self.models,
+            self.methods,
+            image_ids,
+            baselines=self.baselines,
+            randomized=self.randomized,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -130,14 +137,16 @@ def select_results(
     image_ids: Collection[int] | None = None,
     *,
     baselines: bool = True,
+    randomized: bool = False,
 ) -> list[ResultRow]:
     """The stored heatmaps matching the filters, in ``repo.iter_results`` order.
 
     The filters choose real models' runs. With ``baselines`` the baseline maps of the same
     images come along (of the newest baseline definition; a mean map only with the run it
     averages), so that every table shows them beside the runs. Maps of randomised models (the
-    randomisation test) are never part of a selection: they have their own section.
+    randomisation test) are part of a selection only with ``randomized`` (to score them).
     """
+    kinds = {"model", "randomized"} if randomized else {"model"}
     ds_ids = resolve_dataset_ids(s, dataset)
     model_ids = resolve_model_ids(s, models)
     wanted_methods = {m.strip().lower() for m in methods} if methods else None
@@ -145,7 +154,7 @@ def select_results(
     rows = [
         r
         for r in every
-        if r.model_kind == "model"
+        if r.model_kind in kinds
         and (ds_ids is None or r.dataset_id in ds_ids)
         and (model_ids is None or r.model_id in model_ids)
         and (wanted_methods is None or r.method in wanted_methods)

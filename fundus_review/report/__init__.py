@@ -131,6 +131,7 @@ def _analyse(
     from fundus_review.report.aggregates import agreement_rows, build_aggregates
     from fundus_review.report.files import Findings
     from fundus_review.report.gallery import build_galleries
+    from fundus_review.report.trust_sections import collect_trust
 
     data = _collect(db, req, scoring, say)
     heat = _compare_heatmaps(db, req, data, tools, say)
@@ -147,7 +148,9 @@ def _analyse(
         rasterize=tools.rasterize,
         group_by=req.gallery_by,
     )
-    return Findings(data, heat, aggs, agreement_rows(data), gallery_index), galleries
+    say("reading the trust checks")
+    trust = collect_trust(db, data, req.seed)
+    return Findings(data, heat, aggs, agreement_rows(data), gallery_index, trust), galleries
 
 
 def _collect(db: Database, req: ReportRequest, scoring: ScoringSummary, say: Say) -> ReportData:
@@ -191,6 +194,7 @@ def _draw(
     from fundus_review.report.document import Plot
     from fundus_review.report.figures import mean_heatmap_plot
     from fundus_review.report.html import figure_png
+    from fundus_review.report.trust_sections import findings, trust_section
 
     say("drawing plots")
     data, idx = found.data, AggIndex(found.aggregates)
@@ -204,6 +208,8 @@ def _draw(
         dist_plots=dist_plots,
         conf_plots=conf_plots,
         settings=req.settings(datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")),
+        findings=findings(data, found.trust),
+        trust=trust_section(data, found.trust),
     )
     # Every plot of the document, the headline's included, rendered once for both formats.
     plots = [b for sec in doc.sections for b in sec.blocks if isinstance(b, Plot)]

@@ -53,6 +53,7 @@ def build_document(
     conf_plots: list[Plot],
     settings: dict[str, Any],
     findings: TrustFindings | None = None,
+    trust: Section | None = None,
 ) -> Document:
     n_images = len({r.image_id for r in data.results})
     subtitle = [
@@ -75,6 +76,7 @@ def build_document(
         baseline_section(
             headline_runs(data), idx, data.structures, data.reviewers, baseline_names(data)
         ),
+        *([trust] if trust is not None else []),
         run_section(data, **settings),
     ]
     if not data.rows:
