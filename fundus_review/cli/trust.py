@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from fundus_review.cli.args import add_db_option, add_trust_code, csv_list, db_of, trust_bundle_code
@@ -61,38 +62,77 @@ def _model_id(db, bundle: Path) -> int:  # noqa: ANN001 - a store Database
     return model_id
 
 
-def run_checks(args: argparse.Namespace) -> int:
+@dataclass(frozen=True)
+class TrustOptions:
+    checks: tuple[str, ...] = CHECKS
+    methods: tuple[str, ...] | None = None
+    sample: int = DEFAULT_SAMPLE
+    seed: int = 0
+    device: str | None = None
+    force: bool = False
+    quiet: bool = False
+
+
+def run_checks(db, bundles: list[Path], opts: TrustOptions) -> None:  # noqa: ANN001 - a Database
+    """The chosen checks for each bundle, then scoring of what they added; prints verdicts.
+    Shared by `fundus-review trust` and the demo."""
     from fundus_review.app.baselines import compute_baselines
     from fundus_review.app.scoring import default_fov_cache, score_database
     from fundus_review.app.selection import ResultSelection
     from fundus_review.errors import FundusReviewError
-    from fundus_review.store.db import open_database
 
-    checks = csv_list(args.checks) or list(CHECKS)
-    unknown = [c for c in checks if c not in CHECKS]
+    unknown = [c for c in opts.checks if c not in CHECKS]
     if unknown:
         raise FundusReviewError(f"unknown check(s) {unknown}; choose from {', '.join(CHECKS)}")
-    methods = csv_list(args.method) or None
     cache = default_fov_cache()
+    if "baselines" in opts.checks:
+        progress, close = _bar(opts.quiet, "baselines")
+        try:
+            done = compute_baselines(db, fov_cache=cache, progress=progress)
+        finally:
+            close()
+        _problems(done.problems)
+        print(f"baselines: {done.computed} maps computed, {done.reused} reused", file=sys.stderr)
+    for bundle in bundles:
+        model_id = _model_id(db, bundle)
+        if "randomization" in opts.checks:
+            _randomization(db, opts, model_id)
+        if "faithfulness" in opts.checks:
+            _faithfulness(db, opts, bundle, model_id)
+    # Score whatever the checks added (baselines, randomised maps) with the scoring code.
+    score_database(db, ResultSelection(randomized=True), fov_cache=cache)
+
+
+def cmd_trust(args: argparse.Namespace) -> int:
+    from fundus_review.store.db import open_database
+
+    checks = tuple(csv_list(args.checks) or CHECKS)
+    if args.model is not None:
+        trust_bundle_code(args, args.model)
+    elif set(checks) & {"randomization", "faithfulness"}:
+        print(
+            "error: --model is needed for the randomization and faithfulness checks",
+            file=sys.stderr,
+        )
+        return 2
+    opts = TrustOptions(
+        checks=checks,
+        methods=tuple(csv_list(args.method)) or None,
+        sample=args.sample,
+        seed=args.seed,
+        device=args.device,
+        force=args.force,
+        quiet=args.quiet,
+    )
     db = open_database(db_of(args))
     try:
-        if "baselines" in checks:
-            progress, close = _bar(args.quiet, "baselines")
-            try:
-                done = compute_baselines(db, fov_cache=cache, progress=progress)
-            finally:
-                close()
-            _problems(done.problems)
-            print(f"baselines: {done.computed} maps computed, {done.reused} reused")
-        model_id = (
-            _model_id(db, args.model) if set(checks) & {"randomization", "faithfulness"} else None
+        run_checks(db, [args.model] if args.model is not None else [], opts)
+    except KeyboardInterrupt:
+        print(
+            "\nstopped by Ctrl-C: what was finished is stored; run the same command to continue",
+            file=sys.stderr,
         )
-        if "randomization" in checks:
-            _randomization(db, args, model_id, methods)
-        if "faithfulness" in checks:
-            _faithfulness(db, args, model_id, methods)
-        # Score whatever the checks added (baselines, randomised maps) with the scoring code.
-        score_database(db, ResultSelection(randomized=True), fov_cache=cache)
+        return 130
     finally:
         db.close()
     print(f"stored in {db_of(args)}; `fundus-review report` shows them")
@@ -104,73 +144,54 @@ def _problems(problems: list) -> None:
         print(f"  skipped {where}: {why}", file=sys.stderr)
 
 
-def _randomization(db, args: argparse.Namespace, model_id: int, methods) -> None:  # noqa: ANN001
+def _randomization(db, opts: TrustOptions, model_id: int) -> None:  # noqa: ANN001
     from fundus_review.app.randomization import run_randomization
     from fundus_review.app.randomization_similarity import (
         randomization_similarity,
         randomization_verdicts,
     )
 
-    progress, close = _bar(args.quiet, "randomisation")
+    progress, close = _bar(opts.quiet, "randomisation")
     try:
         summary = run_randomization(
             db,
             model_id,
-            methods,
-            sample=args.sample,
-            seed=args.seed,
-            device=args.device or "auto",
+            opts.methods,
+            sample=opts.sample,
+            seed=opts.seed,
+            device=opts.device or "auto",
             progress=progress,
-            force=args.force,
+            force=opts.force,
         )
     finally:
         close()
     _problems(summary.problems)
-    rows = randomization_similarity(db, model_id, methods, sample=args.sample, seed=args.seed)
+    rows = randomization_similarity(db, model_id, opts.methods, sample=opts.sample, seed=opts.seed)
     for v in randomization_verdicts(rows):
         print(f"randomisation: {v.text}")
 
 
-def _faithfulness(db, args: argparse.Namespace, model_id: int, methods) -> None:  # noqa: ANN001
+def _faithfulness(db, opts: TrustOptions, bundle: Path, model_id: int) -> None:  # noqa: ANN001
     from fundus_review.app.faithfulness import faithfulness_table, run_faithfulness
     from fundus_review.report.trust_sections import faithfulness_verdict
 
-    progress, close = _bar(args.quiet, "faithfulness")
+    progress, close = _bar(opts.quiet, "faithfulness")
     try:
         summary = run_faithfulness(
             db,
-            args.model,
-            methods,
-            sample=args.sample,
-            seed=args.seed,
-            device=args.device or "auto",
+            bundle,
+            opts.methods,
+            sample=opts.sample,
+            seed=opts.seed,
+            device=opts.device or "auto",
             progress=progress,
-            force=args.force,
+            force=opts.force,
         )
     finally:
         close()
     _problems(summary.problems)
-    for row in faithfulness_table(db, models=[model_id], methods=methods, seed=args.seed):
+    for row in faithfulness_table(db, models=[model_id], methods=opts.methods, seed=opts.seed):
         print(f"faithfulness {faithfulness_verdict(row)}: {row.sentence()}")
-
-
-def cmd_trust(args: argparse.Namespace) -> int:
-    if args.model is not None:
-        trust_bundle_code(args, args.model)
-    elif set(csv_list(args.checks) or CHECKS) & {"randomization", "faithfulness"}:
-        print(
-            "error: --model is needed for the randomization and faithfulness checks",
-            file=sys.stderr,
-        )
-        return 2
-    try:
-        return run_checks(args)
-    except KeyboardInterrupt:
-        print(
-            "\nstopped by Ctrl-C: what was finished is stored; run the same command to continue",
-            file=sys.stderr,
-        )
-        return 130
 
 
 def add_trust_parser(sub: argparse._SubParsersAction) -> None:

@@ -77,18 +77,32 @@ def findings(data: ReportData, trust: TrustResults) -> TrustFindings:
     out = TrustFindings(accuracy=accuracy_sentences(data))
     for run_id, v in trust.verdicts.items():
         if run_id in label:
-            out.randomization[label[run_id]] = (v.result, v.text)
+            out.randomization[label[run_id]] = (v.result, _randomization_text(v))
     for row in trust.faithfulness:
         if row.run_id in label:
-            word = faithfulness_verdict(row)
-            text = (
-                f"Faithfulness {word}: {row.sentence()}."
-                if word == "passed"
-                else f"Faithfulness failed (not above both the random and the centre map): "
-                f"{row.sentence()}."
-            )
-            out.faithfulness[label[row.run_id]] = (word, text)
+            out.faithfulness[label[row.run_id]] = (faithfulness_verdict(row), _road_text(row))
     return out
+
+
+def _randomization_text(v: Any) -> str:
+    """The headline's short form of a randomisation verdict (the details are in the section)."""
+    if v.result == "not run" or v.spearman_all is None:
+        return "Randomisation test: not run."
+    sp = v.spearman_all
+    return (
+        f"Randomisation test: {v.result} (rank correlation with the trained model's maps "
+        f"{_ci(sp)} once every layer is re-initialised; n = {sp.n})."
+    )
+
+
+def _road_text(row: FaithfulnessRow) -> str:
+    word = faithfulness_verdict(row)
+    rnd = row.baselines.get("random", {}).get("road_combined")
+    ctr = row.baselines.get("centre", {}).get("road_combined")
+    return (
+        f"Faithfulness (ROAD): {word}, {_ci(row.summaries.get('road_combined'))} against "
+        f"{_ci(rnd)} for a random map and {_ci(ctr)} for the centre map (n = {row.n})."
+    )
 
 
 def _ci(s: Summary | None) -> str:

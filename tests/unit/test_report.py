@@ -456,9 +456,7 @@ def test_cli_filters_prints_paths_and_states_its_seed(
         and a["reviewer"] == "reference"
     }
     mine_runs = {r["run"] for r in real}
-    summary = [
-        a for a in theirs["aggregates"] if a["table"] == "summary" and a["run"] in mine_runs
-    ]
+    summary = [a for a in theirs["aggregates"] if a["table"] == "summary" and a["run"] in mine_runs]
     assert {a["metric"] for a in summary} == set(mine)
     for a in summary:  # the same data give the same means, the other seed other intervals
         assert a["estimate"] == mine[a["metric"]]["estimate"]
