@@ -41,6 +41,8 @@ class ResultSelection:
     methods: Sequence[str] | None = None
     structures: Sequence[str] | None = None
     reviewers: Sequence[str] | None = None
+    baselines: bool = True
+    randomized: bool = False  # also the randomised copies' maps (scoring them for the test)
 
     def __post_init__(self) -> None:
         for name in ("methods", "structures", "reviewers"):
@@ -55,7 +57,15 @@ class ResultSelection:
 
     def results(self, s: Any, image_ids: Collection[int] | None = None) -> list[ResultRow]:
         """The stored heatmaps of this selection (``image_ids``: only those images)."""
-        return select_results(s, self.dataset, self.models, self.methods, image_ids)
+        return select_results(
+            s,
+            self.dataset,
+            self.models,
+            self.methods,
+            image_ids,
+            baselines=self.baselines,
+            randomized=self.randomized,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """As the report's JSON states it."""
@@ -65,6 +75,7 @@ class ResultSelection:
             "methods": list(self.methods) if self.methods else None,
             "structures": list(self.structures) if self.structures else None,
             "reviewers": list(self.reviewers) if self.reviewers else None,
+            "baselines": self.baselines,
         }
 
 
@@ -124,15 +135,27 @@ def select_results(
     models: Ref | Sequence[Ref] | None = None,
     methods: Sequence[str] | None = None,
     image_ids: Collection[int] | None = None,
+    *,
+    baselines: bool = True,
+    randomized: bool = False,
 ) -> list[ResultRow]:
-    """The stored heatmaps matching the filters, in ``repo.iter_results`` order."""
+    """The stored heatmaps matching the filters, in ``repo.iter_results`` order.
+
+    The filters choose real models' runs. With ``baselines`` the baseline maps of the same
+    images come along (of the newest baseline definition; a mean map only with the run it
+    averages), so that every table shows them beside the runs. Maps of randomised models (the
+    randomisation test) are part of a selection only with ``randomized`` (to score them).
+    """
+    kinds = {"model", "randomized"} if randomized else {"model"}
     ds_ids = resolve_dataset_ids(s, dataset)
     model_ids = resolve_model_ids(s, models)
     wanted_methods = {m.strip().lower() for m in methods} if methods else None
+    every = list(repo.iter_results(s, image_ids=image_ids))
     rows = [
         r
-        for r in repo.iter_results(s, image_ids=image_ids)
-        if (ds_ids is None or r.dataset_id in ds_ids)
+        for r in every
+        if r.model_kind in kinds
+        and (ds_ids is None or r.dataset_id in ds_ids)
         and (model_ids is None or r.model_id in model_ids)
         and (wanted_methods is None or r.method in wanted_methods)
     ]
@@ -141,4 +164,17 @@ def select_results(
             f"no stored heatmaps for method(s) {', '.join(sorted(wanted_methods))} "
             "with these filters; run `fundus-review analyze` first"
         )
-    return rows
+    if not baselines or not rows:
+        return rows
+    base = [r for r in every if r.model_kind == "baseline"]
+    newest = max((r.model_id for r in base), default=None)
+    images, runs = {r.image_id for r in rows}, {r.run_id for r in rows}
+    keep = {
+        r.heatmap_id
+        for r in base
+        if r.model_id == newest
+        and r.image_id in images
+        and ("of_run" not in r.params or r.params["of_run"] in runs)
+    }
+    keep.update(r.heatmap_id for r in rows)
+    return [r for r in every if r.heatmap_id in keep]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fundus_review.paths import default_db
@@ -62,3 +63,24 @@ def add_db_option(p: argparse.ArgumentParser, default: str | None = None) -> Non
 def db_of(args: argparse.Namespace) -> str:
     """The database a command uses: --db, else the user's default database."""
     return args.db or str(default_db())
+
+
+def add_trust_code(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--trust-code",
+        action="store_true",
+        help="allow a bundle whose architecture is 'package.module:factory' to import and run "
+        "that installed module (refused by default: only for code you trust)",
+    )
+
+
+def trust_bundle_code(args: argparse.Namespace, bundle: Path) -> None:
+    """With --trust-code, allow the one module this bundle's card names, for this command."""
+    if not args.trust_code:
+        return
+    from fundus_review.inference.card import read_card
+    from fundus_review.inference.trust import code_module, grant
+
+    module = code_module(read_card(bundle)[1].architecture)
+    if module is not None:
+        grant(module)

@@ -22,6 +22,8 @@ DEMO_MODELS = ("demo-cdr", "demo-cdr-shortcut")
 DEMO_METHODS = ["gradcam", "hirescam"]
 DEMO_SEED = 2026
 DEMO_SIZE = 512
+# Images of the randomisation test and ROAD in the demo: enough for a verdict, minutes on a CPU.
+DEMO_TRUST_SAMPLE = 8
 
 
 @dataclass
@@ -73,9 +75,14 @@ def demo_bundles() -> list[Path]:
 
 
 def run_demo(
-    n: int = 60, home: Path | None = None, quiet: bool = False, report: bool = True
+    n: int = 60,
+    home: Path | None = None,
+    quiet: bool = False,
+    report: bool = True,
+    trust_sample: int = DEMO_TRUST_SAMPLE,
 ) -> DemoResult:
-    """Generate (if absent), analyze with both demo models, score; optionally write the report."""
+    """Generate (if absent), analyze with both demo models, score, run the trust checks on
+    ``trust_sample`` images (0: only the baselines); optionally write the report."""
     from fundus_review.app.analyze import AnalysisRequest
     from fundus_review.cli.progress import run_with_progress
     from fundus_review.errors import DatasetError
@@ -97,6 +104,7 @@ def run_demo(
             raise KeyboardInterrupt
     result = DemoResult(data=data, db=db, report_dir=report_dir, generated=generated)
     _score(db)
+    _trust(db, bundles, trust_sample, quiet)
     if report:
         result.report_files = _write_report(db, report_dir, quiet)
     return result
@@ -116,17 +124,35 @@ def _score(db: Path) -> None:
         print(f"  not scored: {path}: {reason}", file=sys.stderr)
 
 
+def _trust(db: Path, bundles: list[Path], sample: int, quiet: bool) -> None:
+    """The same checks as `fundus-review trust` (stored, so a second demo run reuses them)."""
+    from fundus_review.cli.trust import CHECKS, TrustOptions, run_checks
+    from fundus_review.store.db import open_database
+
+    print("\n== trust checks (baselines, randomisation test, faithfulness)", file=sys.stderr)
+    checks = CHECKS if sample > 0 else ("baselines",)
+    database = open_database(db)
+    try:
+        run_checks(database, bundles, TrustOptions(checks=checks, sample=sample, quiet=quiet))
+    finally:
+        database.close()
+
+
 def pointing_summary(db: Path, structure: str = "optic_disc") -> list[tuple[str, str, float, int]]:
     """(model, method, share of heatmaps whose maximum hits ``structure``, n) per stored run."""
+    from fundus_review.app.baselines import BASELINE_MODEL
+    from fundus_review.core.baselines import MEAN_MAP
     from fundus_review.store import repo_views
     from fundus_review.store.db import open_database
 
     database = open_database(db)
     try:
         with database.session(read_only=True) as s:
-            return repo_views.run_rates(s, structure, "pointing_hit")
+            rates = repo_views.run_rates(s, structure, "pointing_hit")
     finally:
         database.close()
+    # The constant map "hits" everything, and mean maps of several runs would be lumped together.
+    return [r for r in rates if not (r[0] == BASELINE_MODEL and r[1] in ("uniform", MEAN_MAP))]
 
 
 def _write_report(db: Path, out: Path, quiet: bool) -> dict[str, Path]:
@@ -151,7 +177,9 @@ def _write_report(db: Path, out: Path, quiet: bool) -> dict[str, Path]:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     home = Path(args.home).expanduser() if args.home else None
-    result = run_demo(n=args.n, home=home, quiet=args.quiet, report=args.no_gui)
+    result = run_demo(
+        n=args.n, home=home, quiet=args.quiet, report=args.no_gui, trust_sample=args.trust_sample
+    )
     if not args.no_gui:
         from fundus_review.cli.gui import launch_gui
 
@@ -184,6 +212,12 @@ def add_demo_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n", type=int, default=60, help="number of demo images (first run only)")
     p.add_argument(
         "--home", help="folder for the demo data and database (default: the user data folder)"
+    )
+    p.add_argument(
+        "--trust-sample",
+        type=int,
+        default=DEMO_TRUST_SAMPLE,
+        help="images for the randomisation test and ROAD (default %(default)s; 0: skip them)",
     )
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_demo)

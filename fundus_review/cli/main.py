@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from fundus_review import __version__
-from fundus_review.cli.args import add_db_option, csv_list, db_of
+from fundus_review.cli.args import add_db_option, add_trust_code, csv_list, db_of, trust_bundle_code
 from fundus_review.errors import FundusReviewError
 
 
@@ -22,33 +22,12 @@ def _add_labels(p: argparse.ArgumentParser) -> None:
     p.add_argument("--label-column", help="CSV column with the class label (auto-detected)")
 
 
-def _add_trust_code(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--trust-code",
-        action="store_true",
-        help="allow a bundle whose architecture is 'package.module:factory' to import and run "
-        "that installed module (refused by default: only for code you trust)",
-    )
-
-
-def _trust_bundle_code(args: argparse.Namespace, bundle: Path) -> None:
-    """With --trust-code, allow the one module this bundle's card names, for this command."""
-    if not args.trust_code:
-        return
-    from fundus_review.inference.card import read_card
-    from fundus_review.inference.trust import code_module, grant
-
-    module = code_module(read_card(bundle)[1].architecture)
-    if module is not None:
-        grant(module)
-
-
 # --------------------------------------------------------------------------------------- analyze
 def cmd_analyze(args: argparse.Namespace) -> int:
     from fundus_review.app.analyze import AnalysisRequest
     from fundus_review.cli.progress import run_with_progress
 
-    _trust_bundle_code(args, args.model)
+    trust_bundle_code(args, args.model)
     req = AnalysisRequest(
         dataset=args.dataset,
         bundle=args.model,
@@ -99,7 +78,7 @@ def _analyze_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--force", action="store_true", help="recompute results already stored")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    _add_trust_code(p)
+    add_trust_code(p)
     p.set_defaults(func=cmd_analyze)
 
 
@@ -154,7 +133,7 @@ def _model_parser(sub: argparse._SubParsersAction) -> None:
         "inspect", help="print the card, parameter count and candidate target layers"
     )
     q.add_argument("bundle", type=Path)
-    _add_trust_code(q)
+    add_trust_code(q)
     q.set_defaults(func=cmd_model_inspect)
 
 
@@ -214,11 +193,13 @@ def _extra_parsers() -> list:
     from fundus_review.cli.gui import add_gui_parser
     from fundus_review.cli.report import add_report_parser, add_score_parser
     from fundus_review.cli.train import add_train_parser
+    from fundus_review.cli.trust import add_trust_parser
 
     return [
         add_train_parser,
         add_score_parser,
         add_report_parser,
+        add_trust_parser,
         add_exchange_parsers,
         add_demo_parser,
         add_gui_parser,

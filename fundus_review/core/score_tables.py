@@ -76,7 +76,7 @@ def guess_negative_class(classes: Sequence[str]) -> str | None:
     return None
 
 
-def _aggregate(**fields: Any) -> dict[str, Any]:
+def aggregate_row(**fields: Any) -> dict[str, Any]:
     out = dict.fromkeys(AGGREGATE_FIELDS)
     out.update(fields)
     return out
@@ -133,7 +133,7 @@ def grouped_summaries(
                 seed=seed,
             )
             out.append(
-                _aggregate(
+                aggregate_row(
                     table=table,
                     **dict(zip(by, key, strict=False)),
                     group_by=group_by or "",
@@ -189,7 +189,7 @@ def paired_comparisons(
                 a, b = paired_values(members, run_a, run_b, metric)
                 d = paired_difference(a, b, n_resamples=n_resamples, ci=ci, seed=seed)
                 out.append(
-                    _aggregate(
+                    aggregate_row(
                         table=f"paired_{kind}",
                         run=run_a,
                         versus=run_b,
@@ -234,7 +234,7 @@ def confidence_correlations(
             )
             few = c.n < MIN_CORRELATION_N
             out.append(
-                _aggregate(
+                aggregate_row(
                     table="spearman_confidence",
                     **dict(zip(by, key, strict=False)),
                     versus=x,
@@ -261,7 +261,7 @@ def count_table(
     out: list[dict[str, Any]] = []
     for key, members in group_rows(rows, [*by, group_by], order=_text_order).items():
         out.append(
-            _aggregate(
+            aggregate_row(
                 table=table,
                 **dict(zip(by, key, strict=False)),
                 group_by=group_by,

@@ -107,10 +107,20 @@ def _open(db: Database | str | Path) -> tuple[Database, bool]:
 
 
 def _score(db: Database, req: ReportRequest, tools: _Tools, say: Say) -> ScoringSummary:
+    if req.selection.baselines:
+        from fundus_review.app.baselines import compute_baselines
+
+        say("computing baseline maps not stored yet")
+        done = compute_baselines(db, req.selection.dataset, fov_cache=tools.fov_cache)
+        problems = done.problems
+    else:
+        problems = []
     say("scoring heatmaps not scored yet")
-    return score_database(
+    summary = score_database(
         db, req.selection, params=req.params, fov_cache=tools.fov_cache, rasterize=tools.rasterize
     )
+    summary.problems.extend(problems)
+    return summary
 
 
 def _analyse(
@@ -121,6 +131,7 @@ def _analyse(
     from fundus_review.report.aggregates import agreement_rows, build_aggregates
     from fundus_review.report.files import Findings
     from fundus_review.report.gallery import build_galleries
+    from fundus_review.report.trust_sections import collect_trust
 
     data = _collect(db, req, scoring, say)
     heat = _compare_heatmaps(db, req, data, tools, say)
@@ -137,7 +148,9 @@ def _analyse(
         rasterize=tools.rasterize,
         group_by=req.gallery_by,
     )
-    return Findings(data, heat, aggs, agreement_rows(data), gallery_index), galleries
+    say("reading the trust checks")
+    trust = collect_trust(db, data, req.seed)
+    return Findings(data, heat, aggs, agreement_rows(data), gallery_index, trust), galleries
 
 
 def _collect(db: Database, req: ReportRequest, scoring: ScoringSummary, say: Say) -> ReportData:
@@ -161,7 +174,7 @@ def _compare_heatmaps(
     say("comparing heatmaps")
     heat = heatmap_pass(
         db,
-        data.results,
+        [r for r in data.results if r.model_kind != "baseline"],
         {r.run_id: r.label for r in data.runs},
         use_true_class=data.has_labels(),
         top_percent=req.params.top_percent,
@@ -178,13 +191,15 @@ def _draw(
     """The document shared by the HTML and the PDF, and the PNG of each of its plots."""
     from fundus_review.report.aggregates import AggIndex
     from fundus_review.report.assemble import build_document, structure_plots
+    from fundus_review.report.document import Plot
     from fundus_review.report.figures import mean_heatmap_plot
     from fundus_review.report.html import figure_png
+    from fundus_review.report.trust_sections import findings, trust_section
 
     say("drawing plots")
     data, idx = found.data, AggIndex(found.aggregates)
     dist_plots, conf_plots = structure_plots(data, idx)
-    mean_plot = mean_heatmap_plot(found.heat, [r.label for r in data.runs])
+    mean_plot = mean_heatmap_plot(found.heat, [r.label for r in data.runs if not r.is_baseline])
     doc = build_document(
         data,
         idx,
@@ -193,8 +208,11 @@ def _draw(
         dist_plots=dist_plots,
         conf_plots=conf_plots,
         settings=req.settings(datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")),
+        findings=findings(data, found.trust),
+        trust=trust_section(data, found.trust),
     )
-    plots = [*dist_plots, *conf_plots, *([mean_plot] if mean_plot else [])]
+    # Every plot of the document, the headline's included, rendered once for both formats.
+    plots = [b for sec in doc.sections for b in sec.blocks if isinstance(b, Plot)]
     return doc, {id(p): figure_png(p) for p in plots}
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from fundus_review.core.baseline_tables import POINTING_METRICS, best_baseline_comparisons
 from fundus_review.core.score_tables import (
     confidence_correlations,
     count_table,
@@ -43,8 +44,9 @@ def band_order(thresholds: tuple[float, ...]) -> list[str]:
 
 def comparison_pairs(runs: list[RunInfo]) -> list[tuple[str, str, str]]:
     """(kind, run a, run b): runs of one model ("methods", incl. layers) and one method across
-    models ("models")."""
+    models ("models"). Baselines are compared in their own table (``baseline_candidates``)."""
     out = []
+    runs = [r for r in runs if not r.is_baseline]
     for i, a in enumerate(runs):
         for b in runs[i + 1 :]:
             if a.model_id == b.model_id:
@@ -52,6 +54,18 @@ def comparison_pairs(runs: list[RunInfo]) -> list[tuple[str, str, str]]:
             elif a.method == b.method:
                 out.append(("models", a.label, b.label))
     return out
+
+
+def baseline_candidates(runs: list[RunInfo]) -> dict[str, list[str]]:
+    """Each real run's label -> the baselines it is compared with: every fixed baseline and the
+    run's own leave-one-out mean map (another run's average look is not this run's baseline)."""
+    fixed = [r.label for r in runs if r.is_baseline and "of_run" not in r.params]
+    mean_of = {r.params["of_run"]: r.label for r in runs if r.is_baseline and "of_run" in r.params}
+    return {
+        r.label: [*fixed, *([mean_of[r.run_id]] if r.run_id in mean_of else [])]
+        for r in runs
+        if not r.is_baseline
+    }
 
 
 def agreement_rows(data: ReportData) -> list[dict[str, Any]]:
@@ -88,8 +102,19 @@ def build_aggregates(
     data: ReportData, heat: HeatmapPass, *, seed: int, n_resamples: int
 ) -> list[dict[str, Any]]:
     stats = {"seed": seed, "n_resamples": n_resamples}
-    rows, key = data.rows, analysis_metrics(data)
-    out = grouped_summaries(rows, data.metrics, table="summary", **stats)
+    key = analysis_metrics(data)
+    # Baselines are in the summary and in their own comparison; groupings by class, outcome or
+    # confidence and correlations with confidence concern classifiers only.
+    out = grouped_summaries(data.rows, data.metrics, table="summary", **stats)
+    uniform = [r.label for r in data.runs if r.is_baseline and r.method == "uniform"]
+    out += best_baseline_comparisons(
+        data.rows,
+        key,
+        baseline_candidates(data.runs),
+        skip=dict.fromkeys(POINTING_METRICS, uniform),
+        **stats,
+    )
+    rows = [r for r in data.rows if r.get("run_kind") != "baseline"]
     if data.has_labels():
         out += grouped_summaries(rows, key, table="by_true_class", group_by="true_class", **stats)
         out += grouped_summaries(

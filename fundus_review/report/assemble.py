@@ -8,6 +8,13 @@ from fundus_review.report.aggregates import AggIndex
 from fundus_review.report.data import ReportData
 from fundus_review.report.document import Document, Gallery, Para, Plot, Section
 from fundus_review.report.figures import confidence_plot, distribution_plot
+from fundus_review.report.headline import TrustFindings, baseline_section, headline_section
+from fundus_review.report.headline_data import (
+    baseline_names,
+    centre_runs,
+    findings_of,
+    headline_runs,
+)
 from fundus_review.report.sections_results import (
     appendix_table,
     correlation_section,
@@ -31,7 +38,8 @@ def structure_plots(data: ReportData, idx: AggIndex) -> tuple[list[Plot], list[P
     for structure in data.structures:
         rows = [r for r in data.rows if r["structure"] == structure]
         dists.append(distribution_plot(structure, rows, summary))
-        confs.append(confidence_plot(structure, rows, corr, CONFIDENCE_METRIC))
+        real = [r for r in rows if r.get("run_kind") != "baseline"]  # baselines have no confidence
+        confs.append(confidence_plot(structure, real, corr, CONFIDENCE_METRIC))
     return dists, confs
 
 
@@ -44,6 +52,8 @@ def build_document(
     dist_plots: list[Plot],
     conf_plots: list[Plot],
     settings: dict[str, Any],
+    findings: TrustFindings | None = None,
+    trust: Section | None = None,
 ) -> Document:
     n_images = len({r.image_id for r in data.results})
     subtitle = [
@@ -53,7 +63,22 @@ def build_document(
         f"Seed {settings['seed']}, {settings['n_resamples']} bootstrap resamples, 95 % CIs. "
         f"Written {settings['generated']} from {data.db_name}.",
     ]
-    sections = [run_section(data, **settings)]
+    sections = [
+        headline_section(
+            headline_runs(data),
+            idx,
+            data.structures,
+            data.reviewers,
+            findings if findings is not None else findings_of(data),
+            baseline_names(data),
+            centre_runs(data),
+        ),
+        baseline_section(
+            headline_runs(data), idx, data.structures, data.reviewers, baseline_names(data)
+        ),
+        *([trust] if trust is not None else []),
+        run_section(data, **settings),
+    ]
     if not data.rows:
         sections.append(
             Section(

@@ -45,6 +45,7 @@ ROW_FIELDS = (
     "layers",
     "target_policy",
     "run",
+    "run_kind",
     "run_id",
     "heatmap_id",
     "target_class",
@@ -70,6 +71,11 @@ class RunInfo:
     target_policy: str
     params: dict[str, Any]
     created: str
+    kind: str = "model"  # or "baseline" (ResultRow.model_kind)
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.kind == "baseline"
 
 
 @dataclass
@@ -121,12 +127,28 @@ def _run_infos(s: Any, results: list[ResultRow], model_labels: dict[int, str]) -
         seen.setdefault(r.run_id, r)
     labels: dict[int, str] = {}
     for run_id, r in seen.items():
+        if r.model_kind == "baseline":
+            continue
         label = f"{model_labels[r.model_id]} | {r.method} | {','.join(r.layers)}"
         if r.target_policy != "predicted":
             label += f" | target {r.target_policy[6:]}"
         labels[run_id] = label
-    out = []
     for run_id, r in seen.items():
+        if r.model_kind == "baseline":  # after the real runs: a mean map names its run
+            of_run = r.params.get("of_run")
+            labels[run_id] = (
+                f"baseline | {r.method}"
+                if of_run is None
+                else f"baseline | mean map of {labels.get(of_run, f'run {of_run}')}"
+            )
+    out = []
+    # Real runs first, then the baselines (fixed ones, then the mean maps), as every table lists
+    # them.
+    order = sorted(
+        seen.items(),
+        key=lambda kv: (kv[1].model_kind == "baseline", "of_run" in kv[1].params),
+    )
+    for run_id, r in order:
         label = labels[run_id]
         if list(labels.values()).count(label) > 1:  # same recipe but other CAM parameters
             label += f" | run {run_id}"
@@ -141,6 +163,7 @@ def _run_infos(s: Any, results: list[ResultRow], model_labels: dict[int, str]) -
                 r.target_policy,
                 dict(r.params),
                 created[run_id].isoformat(timespec="seconds"),
+                kind=r.model_kind,
             )
         )
     return out
@@ -278,7 +301,7 @@ def _base_row(
     predicted = r.predicted_class or str(r.predicted_index)
     target = r.classes[r.target_index] if r.target_index < len(r.classes) else str(r.target_index)
     conf = float(r.confidence)
-    return {
+    row = {
         "dataset": ds_names.get(r.dataset_id, str(r.dataset_id)),
         "image_id": r.image_id,
         "image": r.rel_path,
@@ -288,6 +311,7 @@ def _base_row(
         "layers": ",".join(r.layers),
         "target_policy": r.target_policy,
         "run": run_label[r.run_id],
+        "run_kind": r.model_kind,
         "run_id": r.run_id,
         "heatmap_id": r.heatmap_id,
         "target_class": target,
@@ -303,6 +327,12 @@ def _base_row(
             for v in sorted(verdicts.get(r.heatmap_id, []), key=lambda v: v["reviewer"])
         ),
     }
+    if r.model_kind == "baseline":  # a baseline map predicts nothing
+        row |= dict.fromkeys(
+            ("target_class", "predicted_class", "confidence", "target_probability"), None
+        )
+        row |= {"outcome": "baseline", "confidence_band": "baseline"}
+    return row
 
 
 def _sorted_rows(

@@ -13,7 +13,7 @@ from typing import Any
 
 from fundus_review.core.metrics import describe_metric
 from fundus_review.report.data import ROW_FIELDS, ReportData
-from fundus_review.report.document import Document
+from fundus_review.report.document import Document, Para
 from fundus_review.report.heatmaps import HeatmapPass
 from fundus_review.report.request import ReportRequest
 
@@ -38,11 +38,17 @@ class Findings:
     aggregates: list[dict[str, Any]]
     agreements: list[dict[str, Any]]
     gallery_index: list[dict[str, Any]]
+    trust: Any = None  # report.trust_sections.TrustResults: the stored trust checks
 
 
-def report_json(request: ReportRequest, found: Findings) -> dict[str, Any]:
+def report_json(
+    request: ReportRequest, found: Findings, doc: Document | None = None
+) -> dict[str, Any]:
     """report.json: every table plus what was run; no clock time, so it is reproducible."""
+    from fundus_review.report.trust_sections import trust_json
+
     data, r = found.data, request
+    headline = next((s for s in doc.sections if s.anchor == "headline"), None) if doc else None
     return {
         "format": "fundus-review agreement report",
         "version": 1,
@@ -75,6 +81,9 @@ def report_json(request: ReportRequest, found: Findings) -> dict[str, Any]:
         "heatmap_similarity": found.heat.similarity,
         "verdicts": data.verdicts,
         "galleries": found.gallery_index,
+        # The first page's sentences, as a clinician reads them.
+        "headline": [b.text for b in headline.blocks if isinstance(b, Para)] if headline else [],
+        "trust": trust_json(data, found.trust) if found.trust is not None else None,
     }
 
 
@@ -97,7 +106,7 @@ def write_files(
     write_csv(folder / name["csv"], data.rows, [*ROW_FIELDS, *data.metrics])
     write_aggregates_csv(folder / name["aggregates_csv"], found.aggregates)
     write_csv(folder / name["agreement_csv"], found.agreements, AGREEMENT_FIELDS)
-    write_json(folder / name["json"], report_json(request, found))
+    write_json(folder / name["json"], report_json(request, found, doc))
     render_html(doc, folder / name["html"], pngs)
     say("writing the PDF")
     render_pdf(doc, folder / name["pdf"], pngs)

@@ -222,7 +222,9 @@ def build_galleries(
     higher = describe_metric(metric).higher_is_better is not False
     loader = _Loader(db, data, fov_cache, rasterize)
     plan = []
-    by_key = group_rows(data.rows, ("structure", "reviewer"))
+    # A gallery of baseline maps shows nothing about the model.
+    real = [r for r in data.rows if r.get("run_kind") != "baseline"]
+    by_key = group_rows(real, ("structure", "reviewer"))
     for (structure, reviewer), rows in by_key.items():
         groups = group_rows(rows, fields, order=_group_order(fields))
         for values, members in groups.items():

@@ -22,7 +22,7 @@ from matplotlib.backends.backend_pdf import PdfPages
 from matplotlib.figure import Figure
 from PIL import Image as PILImage
 
-from fundus_review.report.document import Document, Gallery, Para, Plot, Table
+from fundus_review.report.document import Document, Gallery, Para, Plot, Section, Table
 from fundus_review.report.figures import new_figure
 from fundus_review.report.html import PLOT_DPI
 
@@ -201,12 +201,15 @@ def _table(pages: _Pages, t: Table) -> None:
     pages.y += 0.12
 
 
-def _plot(pages: _Pages, p: Plot, png: bytes, dpi: float) -> None:
+def _plot(pages: _Pages, p: Plot, png: bytes, dpi: float, fit: bool = False) -> None:
+    """``fit``: shrink the plot into what is left of the page (the first page's figure)."""
     rgb = np.asarray(PILImage.open(io.BytesIO(png)).convert("RGB"))
     h, w = rgb.shape[:2]
     # Natural size, shrunk to the page width and to one page's height at most.
     width_in = min(w / dpi, PAGE_W - 2 * MARGIN)
     height_in = min(width_in * h / w, PAGE_H - 2 * MARGIN - 0.9)
+    if fit and pages.fig is not None:
+        height_in = max(1.5, min(height_in, PAGE_H - MARGIN - pages.y - 0.8))
     pages.room(height_in + 0.8)
     pages.text(p.title, 11, bold=True)
     pages.image(rgb, height_in)
@@ -257,6 +260,23 @@ def _gallery(pages: _Pages, g: Gallery) -> None:
         pages.y = PAGE_H  # the next block starts on a new page
 
 
+def _section(
+    pages: _Pages, section: Section, pngs: dict[int, bytes], first_page: bool = False
+) -> None:
+    pages.room(PAGE_H * 0.25)
+    pages.y += 0.1
+    pages.text(section.title, 13, bold=True)
+    for block in section.blocks:
+        if isinstance(block, Para):
+            pages.para(block.text)
+        elif isinstance(block, Table):
+            _table(pages, block)
+        elif isinstance(block, Plot):
+            _plot(pages, block, pngs[id(block)], PLOT_DPI, fit=first_page)
+        elif isinstance(block, Gallery):
+            _gallery(pages, block)
+
+
 def render_pdf(doc: Document, path: Path, pngs: dict[int, bytes]) -> Path:
     fonts = fonts_for(doc)
     with matplotlib.rc_context(fonts.rc):
@@ -271,23 +291,17 @@ def _render(doc: Document, path: Path, pngs: dict[int, bytes], fonts: Fonts) -> 
         pages.text(doc.title, 18, bold=True)
         for line in doc.subtitle:
             pages.text(line, 10)
-        pages.y += 0.2
+        pages.y += 0.1
+        sections = list(doc.sections)
+        # The headline is the first page (its text and figure); the contents follow it.
+        if sections and sections[0].anchor == "headline":
+            _section(pages, sections.pop(0), pngs, first_page=True)
+            pages.room(PAGE_H)
         pages.text("Contents", 12, bold=True)
         for i, s in enumerate(doc.sections, start=1):
             pages.text(f"{i}. {s.title}", 10)
-        for section in doc.sections:
-            pages.room(PAGE_H * 0.25)
-            pages.y += 0.1
-            pages.text(section.title, 13, bold=True)
-            for block in section.blocks:
-                if isinstance(block, Para):
-                    pages.para(block.text)
-                elif isinstance(block, Table):
-                    _table(pages, block)
-                elif isinstance(block, Plot):
-                    _plot(pages, block, pngs[id(block)], PLOT_DPI)
-                elif isinstance(block, Gallery):
-                    _gallery(pages, block)
+        for section in sections:
+            _section(pages, section, pngs)
         pages.flush()
     tmp.replace(path)
     return path

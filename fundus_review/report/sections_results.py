@@ -224,7 +224,7 @@ def groups_section(data: ReportData, idx: AggIndex) -> Section:
             blocks.append(t)
     wrong = {}
     for r in data.rows:
-        if r["outcome"] not in ("correct", "unlabeled"):
+        if r["outcome"] not in ("correct", "unlabeled", "baseline"):
             wrong[(r["model"], r["image_id"])] = [
                 r["model"],
                 r["image"],

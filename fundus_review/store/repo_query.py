@@ -46,6 +46,9 @@ class ResultRow:
     probs: list[float]
     transform: dict[str, Any]
     labels: dict[str, str] = field(default_factory=dict)
+    # "model" for a real classifier, "baseline" for the pseudo-model of baseline maps,
+    # "randomized" for a classifier with re-initialised layers (the randomisation test).
+    model_kind: str = "model"
 
     @property
     def predicted_class(self) -> str | None:
@@ -138,7 +141,16 @@ def iter_results(
                 transform=dict(r[18]),
                 label=_pick_label(img_labels, label_source),
                 labels={src: val for src, val, _ in img_labels},
+                model_kind=model_kind(r[10]),
             )
+
+
+def model_kind(card: dict[str, Any] | None) -> str:
+    """What a model record is, from its card (see ``ResultRow.model_kind``)."""
+    card = card or {}
+    if card.get("kind") == "baseline":
+        return "baseline"
+    return "randomized" if "randomization" in card else "model"
 
 
 def _labels_for(s: Session, image_ids: list[int]) -> dict[int, list[tuple[str, str, Any]]]:

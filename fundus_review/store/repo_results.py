@@ -17,6 +17,7 @@ from fundus_review.store.codec import HEATMAP_DTYPE, decode_heatmap, encode_heat
 from fundus_review.store.repo_images import _insert_or_fetch, get_by_id, ref_id
 from fundus_review.store.schema import (
     CamRun,
+    FaithfulnessValue,
     Heatmap,
     Image,
     ModelRecord,
@@ -190,8 +191,9 @@ def save_heatmap(
 ) -> Heatmap:
     """Insert or replace the heatmap of ``run`` for ``image`` (model-input resolution).
 
-    Replacing a heatmap with different pixels deletes its scores, which were computed from the
-    old one; verdicts stay (a recomputation with the same recipe reproduces the same map).
+    Replacing a heatmap with different pixels deletes its scores and faithfulness values, which
+    were computed from the old one; verdicts stay (a recomputation with the same recipe
+    reproduces the same map).
     """
     data = encode_heatmap(heatmap)
     h, w = np.asarray(heatmap).shape
@@ -211,6 +213,7 @@ def save_heatmap(
         return _insert_or_fetch(s, new, query)
     if row.data != data or row.target_index != int(target_index):
         s.execute(delete(Score).where(Score.heatmap_id == row.id))
+        s.execute(delete(FaithfulnessValue).where(FaithfulnessValue.heatmap_id == row.id))
     row.target_index, row.height, row.width = int(target_index), h, w
     row.dtype, row.data = HEATMAP_DTYPE, data
     return row

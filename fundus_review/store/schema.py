@@ -294,3 +294,29 @@ class Verdict(_Timestamps, Base):
 
     heatmap: Mapped[Heatmap] = relationship()
     reviewer: Mapped[Reviewer] = relationship()
+
+
+class FaithfulnessValue(_Timestamps, Base):
+    """One faithfulness measure of one heatmap (issue 11: ROAD, Rong et al. ICML 2022).
+
+    ``metric`` names the value ("road_combined", "road_morf_prob@0.3", ...); a reference value of a
+    baseline map computed for the same image, model and target is stored under the real
+    heatmap with the baseline's prefix ("baseline_random:road_combined"), so a run's values and
+    its baselines pair up image by image. ``params_json`` (canonical JSON: measure, version,
+    removal fractions, seed, noise) is part of the key, so results of different settings never
+    mix; it is text, like ``CamRun.params_json``, to sit in a unique constraint on every backend.
+    """
+
+    __tablename__ = "faithfulness"
+    __table_args__ = (UniqueConstraint("heatmap_id", "metric", "params_json"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    heatmap_id: Mapped[int] = mapped_column(ForeignKey("heatmaps.id", ondelete="CASCADE"))
+    metric: Mapped[str] = mapped_column(String(128))
+    value: Mapped[float | None] = mapped_column(Float, nullable=True)  # None: undefined
+    params_json: Mapped[str] = mapped_column(Text)
+
+    heatmap: Mapped[Heatmap] = relationship()
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return dict(json.loads(self.params_json))

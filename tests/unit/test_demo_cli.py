@@ -40,24 +40,34 @@ def test_demo_set_is_written_once_with_an_agreeing_marker(tmp_path: Path) -> Non
     assert {p: p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()} == before
 
 
+REAL = "m.name != 'baseline'"
+BY_MODEL = "JOIN models m ON m.id = p.model_id"
+HEATMAPS = (
+    "SELECT count(*) FROM heatmaps h JOIN cam_runs r ON r.id = h.cam_run_id "
+    "JOIN models m ON m.id = r.model_id WHERE "
+)
+
+
 def test_demo_runs_both_models_scores_and_reuses(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    result = cli_demo.run_demo(n=4, home=tmp_path, quiet=True, report=False)
+    result = cli_demo.run_demo(n=4, home=tmp_path, quiet=True, report=False, trust_sample=0)
     db = result.db
     assert result.generated and db.is_file()
     assert _count(db, "SELECT count(*) FROM images") == 4
-    assert _count(db, "SELECT count(*) FROM models") == 2
-    assert _count(db, "SELECT count(*) FROM predictions") == 2 * 4
-    assert _count(db, "SELECT count(*) FROM heatmaps") == 2 * 2 * 4  # models x methods x images
+    assert _count(db, f"SELECT count(*) FROM models m WHERE {REAL}") == 2
+    assert _count(db, f"SELECT count(*) FROM predictions p {BY_MODEL} WHERE {REAL}") == 2 * 4
+    assert _count(db, HEATMAPS + REAL) == 2 * 2 * 4  # models x methods x images
+    # The baselines: 4 fixed maps per image and a leave-one-out mean map per run and image.
+    assert _count(db, HEATMAPS + "NOT " + REAL) == 4 * 4 + 4 * 4
     # exact masks of disc, cup and marker (lesions on some images) were imported and scored
     assert _count(db, "SELECT count(DISTINCT structure) FROM annotations") >= 3
     assert _count(db, "SELECT count(*) FROM scores") > 0
     capsys.readouterr()
 
-    again = cli_demo.run_demo(n=4, home=tmp_path, quiet=True, report=False)
+    again = cli_demo.run_demo(n=4, home=tmp_path, quiet=True, report=False, trust_sample=0)
     assert not again.generated
-    assert _count(db, "SELECT count(*) FROM heatmaps") == 2 * 2 * 4
+    assert _count(db, HEATMAPS + REAL) == 2 * 2 * 4
     assert "0 analyzed, 4 reused" in capsys.readouterr().out
 
 
@@ -82,7 +92,9 @@ def test_no_gui_prints_the_pointing_summary_and_the_report(
         raise RuntimeError("plotting failed")
 
     monkeypatch.setattr(report, "write_report", broken)
+    # --trust-sample 0: the costly trust checks are tested in test_trust_cli.
     args = ["demo", "--no-gui", "--n", "4", "--home", str(tmp_path), "--quiet"]
+    args += ["--trust-sample", "0"]
     assert main(args) == 1  # the analyses are kept; the failed report is said, not hidden
     captured = capsys.readouterr()
     db = tmp_path / "demo" / "demo.db"
@@ -96,7 +108,9 @@ def test_no_gui_prints_the_pointing_summary_and_the_report(
     # The printed rates are the stored pointing-game scores.
     with sqlite3.connect(db) as conn:
         stored = conn.execute(
-            "SELECT avg(value) FROM scores WHERE structure = 'optic_disc' AND metric = 'pointing_hit'"
+            "SELECT avg(s.value) FROM scores s JOIN heatmaps h ON h.id = s.heatmap_id "
+            "JOIN cam_runs r ON r.id = h.cam_run_id JOIN models m ON m.id = r.model_id "
+            f"WHERE s.structure = 'optic_disc' AND s.metric = 'pointing_hit' AND {REAL}"
         ).fetchone()[0]
     rates = [float(ln[2].rstrip("%")) / 100 for ln in lines]
     assert sum(rates) / len(rates) == pytest.approx(stored, abs=1e-3)

@@ -133,9 +133,11 @@ def test_files_exist_and_scoring_ran_first(world: dict) -> None:
     assert set(result.paths) >= {"html", "pdf", "csv", "aggregates_csv", "json"}
     assert all(p.is_file() and p.parent == world["out"] for p in result.paths.values())
     assert result.paths["html"].name == "report.html"  # the GUI opens this name
-    assert result.scoring.scored == 16 + 6 and result.problems == []
+    # 8 images x 2 runs, + 3 x 2 by "second"; the same for 4 fixed baselines + 2 mean maps.
+    assert result.scoring.scored == (2 + 6) * (8 + 3) and result.problems == []
     rows = read_scores_csv(result.paths["csv"])
-    assert len(rows) == result.rows == 16 + 6  # 8 images x 2 runs, + 3 x 2 by "second"
+    assert len(rows) == result.rows == (2 + 6) * (8 + 3)
+    assert len([r for r in rows if r["run_kind"] == "model"]) == 16 + 6
 
 
 def test_summary_matches_recomputation_from_the_csv(world: dict) -> None:
@@ -143,7 +145,7 @@ def test_summary_matches_recomputation_from_the_csv(world: dict) -> None:
     rows = read_scores_csv(world["out"] / "scores.csv")
     assert doc["seed"] == SEED
     summary = [a for a in doc["aggregates"] if a["table"] == "summary"]
-    assert len(summary) == 2 * 2 * 15  # runs x reviewers x metrics
+    assert len(summary) == (2 + 6) * 2 * 15  # (runs + baselines) x reviewers x metrics
     for a in summary:
         values = [
             r[a["metric"]]
@@ -387,7 +389,7 @@ def test_same_database_gives_identical_tables(world: dict, tmp_path: Path) -> No
     with open_database(world["db"]) as db:  # the GUI passes its open Database
         request = ReportRequest(tmp_path / "again", seed=SEED, gallery_cap=CAP)
         again = write_report(db, request, fov_cache=world["cache"])
-    assert again.scoring.scored == 0 and again.scoring.reused == 22
+    assert again.scoring.scored == 0 and again.scoring.reused == (2 + 6) * (8 + 3)
     for name in ("scores.csv", "aggregates.csv", "reviewer_agreement.csv", "report.json"):
         assert (tmp_path / "again" / name).read_bytes() == (world["out"] / name).read_bytes(), name
 
@@ -435,7 +437,14 @@ def test_cli_filters_prints_paths_and_states_its_seed(
         assert str(out / name) in printed and (out / name).is_file()
     theirs = json.loads((out / "report.json").read_text())
     assert theirs["seed"] == SEED + 1 and theirs["gallery"]["cap"] == 2
-    assert {(r["method"], r["reviewer"]) for r in theirs["scores"]} == {("gradcam", "reference")}
+    real = [r for r in theirs["scores"] if r["run_kind"] == "model"]
+    assert {(r["method"], r["reviewer"]) for r in real} == {("gradcam", "reference")}
+    # The baselines come with the selected images; the mean map only of the selected run.
+    base = [r for r in theirs["scores"] if r["run_kind"] == "baseline"]
+    assert {r["method"] for r in base} == {"centre", "fov-centre", "uniform", "random", "mean-map"}
+    assert {r["run"] for r in base if r["method"] == "mean-map"} == {
+        "baseline | mean map of " + real[0]["run"]
+    }
     assert f"seed {SEED + 1}" in (out / "report.html").read_text(encoding="utf-8").lower()
 
     mine = {
@@ -443,9 +452,11 @@ def test_cli_filters_prints_paths_and_states_its_seed(
         for a in _json(world)["aggregates"]
         if a["table"] == "summary"
         and a["run"].endswith("gradcam | layer3")
+        and not a["run"].startswith("baseline")
         and a["reviewer"] == "reference"
     }
-    summary = [a for a in theirs["aggregates"] if a["table"] == "summary"]
+    mine_runs = {r["run"] for r in real}
+    summary = [a for a in theirs["aggregates"] if a["table"] == "summary" and a["run"] in mine_runs]
     assert {a["metric"] for a in summary} == set(mine)
     for a in summary:  # the same data give the same means, the other seed other intervals
         assert a["estimate"] == mine[a["metric"]]["estimate"]

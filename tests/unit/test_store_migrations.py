@@ -26,12 +26,16 @@ from fundus_review.store.schema import Annotation, Base, Image, Label
 # table and dropping the old one (what any ALTER COLUMN needs; forced here with
 # recreate="always") -- and `images` is the parent of labels/annotations/heatmaps with ON DELETE
 # CASCADE. Written the way the migrations README says (about five lines of real code).
-REVISION_0003 = """
+# The newest shipped revision, and the id of the hypothetical next one the tests add.
+HEAD = "0003"
+NEXT = "0004"
+
+REVISION_NEXT = f"""
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0003"
-down_revision = "0002"
+revision = "{NEXT}"
+down_revision = "{HEAD}"
 branch_labels = None
 depends_on = None
 
@@ -59,15 +63,15 @@ def test_every_orm_table_exists_after_migration(tmp_path: Path) -> None:
         assert set(Base.metadata.tables) | {"alembic_version"} == set(table_names(db))
 
 
-def _migrations_with_0003(tmp_path: Path) -> Path:
+def _migrations_with_next(tmp_path: Path) -> Path:
     mdir = tmp_path / "migrations"
     shutil.copytree(MIGRATIONS_DIR, mdir, ignore=shutil.ignore_patterns("__pycache__"))
-    (mdir / "versions" / "0003_image_quality.py").write_text(REVISION_0003, encoding="utf-8")
+    (mdir / "versions" / f"{NEXT}_image_quality.py").write_text(REVISION_NEXT, encoding="utf-8")
     return mdir
 
 
 def test_old_revision_database_upgrades_keeping_every_row(tmp_path: Path) -> None:
-    mdir = _migrations_with_0003(tmp_path)
+    mdir = _migrations_with_next(tmp_path)
     path = tmp_path / "old.db"
     # A database as the released 0001 version left it, with an image and its child rows.
     db = open_database(path)
@@ -81,7 +85,7 @@ def test_old_revision_database_upgrades_keeping_every_row(tmp_path: Path) -> Non
 
     with open_database(path, migrations_dir=mdir) as db:
         with db.session() as s:
-            assert s.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
+            assert s.execute(text("SELECT version_num FROM alembic_version")).scalar() == NEXT
             cols = {c["name"] for c in inspect(s.connection()).get_columns("images")}
             assert "quality" in cols
             # The table copy did not cascade-delete the children of `images`.
@@ -91,21 +95,21 @@ def test_old_revision_database_upgrades_keeping_every_row(tmp_path: Path) -> Non
             assert s.execute(text("PRAGMA foreign_keys")).scalar() == 1  # back on afterwards
             assert s.execute(text("PRAGMA foreign_key_check")).fetchall() == []
 
-    # This version of fundus-review (which knows only up to 0002) now refuses the upgraded file.
-    with pytest.raises(StoreError, match="'0003'.*newer"):
+    # This version of fundus-review (which knows only up to HEAD) now refuses the upgraded file.
+    with pytest.raises(StoreError, match=f"'{NEXT}'.*newer"):
         open_database(path)
 
 
 def test_upgrade_from_an_explicit_older_target(tmp_path: Path) -> None:
-    mdir = _migrations_with_0003(tmp_path)
+    mdir = _migrations_with_next(tmp_path)
     db = open_database(tmp_path / "step.db", migrations_dir=MIGRATIONS_DIR)
     try:
-        migrate_to_head(db.engine, "step.db", mdir, target="0002")  # already there: no-op
+        migrate_to_head(db.engine, "step.db", mdir, target=HEAD)  # already there: no-op
         with db.engine.connect() as conn:
-            assert MigrationContext.configure(conn).get_current_revision() == "0002"
+            assert MigrationContext.configure(conn).get_current_revision() == HEAD
         migrate_to_head(db.engine, "step.db", mdir)
         with db.engine.connect() as conn:
-            assert MigrationContext.configure(conn).get_current_revision() == "0003"
+            assert MigrationContext.configure(conn).get_current_revision() == NEXT
     finally:
         db.close()
 
@@ -138,7 +142,7 @@ def test_concurrent_first_opens_of_a_new_file_both_succeed(tmp_path: Path) -> No
         t.join(timeout=60)
     assert errors == []
     with open_database(path) as db, db.engine.connect() as conn:
-        assert MigrationContext.configure(conn).get_current_revision() == "0002"
+        assert MigrationContext.configure(conn).get_current_revision() == HEAD
 
 
 def test_a_0001_database_upgrades_to_deferred_image_identity_keeping_its_rows(
@@ -175,7 +179,7 @@ def test_a_0001_database_upgrades_to_deferred_image_identity_keeping_its_rows(
     engine.dispose()
 
     with open_database(path) as db, db.session() as s:
-        assert s.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0002"
+        assert s.execute(text("SELECT version_num FROM alembic_version")).scalar() == HEAD
         row = s.execute(text("SELECT width, height, sha256, file_stamp FROM images")).one()
         assert tuple(row) == (4, 3, sha, None)
         assert s.scalar(select(Label.value)) == "glaucoma"
