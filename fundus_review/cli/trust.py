@@ -85,6 +85,8 @@ def run_checks(db, bundles: list[Path], opts: TrustOptions) -> None:  # noqa: AN
     if unknown:
         raise FundusReviewError(f"unknown check(s) {unknown}; choose from {', '.join(CHECKS)}")
     cache = default_fov_cache()
+    # Absolute: the model record keeps the bundle's path, and the app finds the bundle by it.
+    bundles = [Path(b).expanduser().resolve() for b in bundles]
     if "baselines" in opts.checks:
         progress, close = _bar(opts.quiet, "baselines")
         try:

@@ -8,6 +8,7 @@ Clicking a scatter point opens that image.
 
 from __future__ import annotations
 
+import html
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +24,7 @@ from PySide6.QtWidgets import (
     QSplitter,
     QTableWidget,
     QTableWidgetItem,
+    QTextBrowser,
     QVBoxLayout,
     QWidget,
 )
@@ -57,7 +59,7 @@ def compute_summary(
     db, dataset_id: int, metric: str, structure: str, reviewer: str | None
 ) -> tuple[list[RunChoice], list[ScorePoint], list[RunSummary]]:
     """Blocking part (pool thread): every run of the dataset, its points and its statistics."""
-    runs = list_runs(db, None, dataset_id)
+    runs = list_runs(db, None, dataset_id, kinds=("model", "baseline"))
     pts = score_points(db, dataset_id, [r.id for r in runs], metric, structure, reviewer)
     method = "wilson" if metric == "pointing_hit" else "bootstrap"
     table = []
@@ -72,6 +74,13 @@ def compute_summary(
         )
         table.append(RunSummary(r, summ, corr))
     return runs, pts, table
+
+
+def compute_headline(db, dataset_id: int) -> list[str]:  # noqa: ANN001 - a store Database
+    """Blocking part (pool thread): the report's first-page sentences for this dataset."""
+    from fundus_review.report import ResultSelection, headline_paragraphs
+
+    return headline_paragraphs(db, ResultSelection(dataset=dataset_id))
 
 
 def _fmt(v: float | None) -> str:
@@ -94,6 +103,10 @@ class SummaryPanel(QWidget):
         self.refresh_button = QPushButton("Refresh")
         self.note = QLabel("")
         self.note.setWordWrap(True)
+        # The report's first page in plain sentences: what the numbers below mean.
+        self.headline = QTextBrowser()
+        self.headline.setOpenLinks(False)
+        self.headline.setPlaceholderText("At a glance: computed after the scores …")
         top = QHBoxLayout()
         for w in (
             QLabel("metric"),
@@ -132,9 +145,10 @@ class SummaryPanel(QWidget):
         plots.addWidget(self.scatter)
         plots.setSizes([500, 500])
         split = QSplitter(Qt.Vertical)
+        split.addWidget(self.headline)
         split.addWidget(self.table)
         split.addWidget(plots)
-        split.setSizes([170, 430])
+        split.setSizes([150, 170, 330])
         lay = QVBoxLayout(self)
         lay.addLayout(top)
         lay.addWidget(self.note)
@@ -151,7 +165,7 @@ class SummaryPanel(QWidget):
         if s.db is None or s.dataset_id is None:
             return
         if choices:
-            runs = s.dataset_runs()
+            runs = s.dataset_runs(baselines=True)
             metrics, structures, reviewers = (
                 score_choices(s.db, [r.id for r in runs]) if runs else ([], [], [])
             )
@@ -172,6 +186,15 @@ class SummaryPanel(QWidget):
             self._on_result,
             key="summary",
         )
+        if choices:  # the headline does not depend on the metric/structure shown below
+            self.tasks.submit(lambda: compute_headline(db, ds), self._on_headline, key="headline")
+
+    def _on_headline(self, paragraphs: list[str]) -> None:
+        if not paragraphs:
+            self.headline.setPlainText("")
+            return
+        body = "".join(f"<p>{html.escape(p)}</p>" for p in paragraphs)
+        self.headline.setHtml(f"<b>At a glance</b>{body}")
 
     def _on_result(self, result) -> None:
         runs, pts, table = result
@@ -188,7 +211,7 @@ class SummaryPanel(QWidget):
             summ, corr = row.summary, row.confidence
             ci = "—" if summ.ci_low is None else f"{summ.ci_low:.3f} – {summ.ci_high:.3f}"
             rho = "—"
-            if corr.rho is not None:
+            if corr.rho is not None and row.run.kind == "model":
                 rho = f"{corr.rho:+.2f}"
                 if corr.ci_low is not None:
                     rho += f" ({corr.ci_low:+.2f} – {corr.ci_high:+.2f})"
@@ -212,14 +235,16 @@ class SummaryPanel(QWidget):
         high = max([1.0, *values])
         self.scatter.setXRange(0.0, 1.0, padding=0.03)
         self.scatter.setYRange(low, high, padding=0.05)
-        several_models = len({r.model_id for r in runs}) > 1
+        models = [r for r in runs if r.kind == "model"]
+        several_models = len({r.model_id for r in models}) > 1
         tallest = 0
-        for k, r in enumerate(runs):
+        # Baselines are in the table; the plots show the models (a baseline has no confidence).
+        for k, r in enumerate(models):
             color = PALETTE[k % len(PALETTE)]
             name = r.long_title if several_models else r.title
             vals = np.array([p.value for p in pts if p.run_id == r.id and p.value is not None])
             if vals.size:
-                tallest = max(tallest, self._histogram(vals, k, len(runs), color, name))
+                tallest = max(tallest, self._histogram(vals, k, len(models), color, name))
             spots = [
                 {
                     "pos": (p.confidence, p.value),
@@ -243,7 +268,7 @@ class SummaryPanel(QWidget):
                 self.scatter_items.append(item)
         if tallest:
             # Headroom above the tallest bar for the legend (one line per run).
-            self.hist.setYRange(0, tallest * (1.15 + 0.09 * len(runs)), padding=0)
+            self.hist.setYRange(0, tallest * (1.15 + 0.09 * len(models)), padding=0)
         self.updated.emit()
 
     def _histogram(self, vals: np.ndarray, k: int, n_runs: int, color, name: str) -> int:

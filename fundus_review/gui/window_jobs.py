@@ -24,16 +24,22 @@ def score_dataset(db, dataset_id: int, model_id: int | None, image_ids=None):  #
     against every expert mask.
 
     The same function as `fundus-review score`/the report; already stored scores are skipped,
-    so running it after every job costs only the new heatmaps. Runs on a pool thread.
+    so running it after every job costs only the new heatmaps. After a job (not after a region
+    edit, ``image_ids``) the baseline maps of new images are stored first, so the Summary shows
+    every run beside them. Runs on a pool thread.
     """
+    from fundus_review.app.baselines import compute_baselines
     from fundus_review.app.scoring import default_fov_cache, score_database
     from fundus_review.app.selection import ResultSelection
 
     # The viewer's FOV cache, so a photo already shown is not segmented again.
+    cache = default_fov_cache()
+    if image_ids is None:
+        compute_baselines(db, dataset_id, fov_cache=cache)
     return score_database(
         db,
         ResultSelection(dataset=dataset_id, models=model_id),
-        fov_cache=default_fov_cache(),
+        fov_cache=cache,
         image_ids=image_ids,
     )
 

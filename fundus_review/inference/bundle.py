@@ -162,8 +162,14 @@ def load_bundle(path: str | os.PathLike) -> ModelBundle:
             f"bundle {folder}: weights file {card.weights!r} not found"
             + (f" (weight files present: {', '.join(present)})" if present else "")
         )
+    # Absolute: the stored model record keeps this path, and the app finds the bundle by it
+    # whatever folder a command was started from.
+    folder = folder.resolve()
     return ModelBundle(
-        path=folder, card=card, weights_path=weights_path, weights_sha256=file_sha256(weights_path)
+        path=folder,
+        card=card,
+        weights_path=folder / card.weights,
+        weights_sha256=file_sha256(weights_path),
     )
 
 

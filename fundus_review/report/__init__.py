@@ -37,7 +37,13 @@ if TYPE_CHECKING:
     from fundus_review.report.files import Findings
     from fundus_review.report.heatmaps import HeatmapPass
 
-__all__ = ["ReportRequest", "ReportResult", "ResultSelection", "write_report"]
+__all__ = [
+    "ReportRequest",
+    "ReportResult",
+    "ResultSelection",
+    "headline_paragraphs",
+    "write_report",
+]
 
 Say = Callable[[str], None]
 
@@ -95,6 +101,36 @@ def write_report(
     return ReportResult(
         req.out_dir, paths, scoring, len(data.rows), len(found.aggregates), list(data.problems)
     )
+
+
+def headline_paragraphs(
+    db: Database, selection: ResultSelection, *, seed: int = 0, n_resamples: int = 1000
+) -> list[str]:
+    """The report's first-page sentences for the stored (already scored) results of
+    ``selection``, without writing a report: what the app's Summary shows. Reads only."""
+    from fundus_review.app.scoring import ScoringParams
+    from fundus_review.report.aggregates import AggIndex, summary_aggregates
+    from fundus_review.report.data import collect
+    from fundus_review.report.document import Para
+    from fundus_review.report.headline import headline_section
+    from fundus_review.report.headline_data import baseline_names, centre_runs, headline_runs
+    from fundus_review.report.trust_sections import collect_trust, findings
+
+    data = collect(db, ScoringSummary(), selection, params=ScoringParams())
+    if not data.rows:
+        return []
+    idx = AggIndex(summary_aggregates(data, seed=seed, n_resamples=n_resamples))
+    trust = collect_trust(db, data, seed)
+    section = headline_section(
+        headline_runs(data),
+        idx,
+        data.structures,
+        data.reviewers,
+        findings(data, trust),
+        baseline_names(data),
+        centre_runs(data),
+    )
+    return [b.text for b in section.blocks if isinstance(b, Para)]
 
 
 def _open(db: Database | str | Path) -> tuple[Database, bool]:

@@ -98,6 +98,22 @@ def verdict_rows(data: ReportData) -> list[dict[str, Any]]:
     ]
 
 
+def summary_aggregates(data: ReportData, *, seed: int, n_resamples: int) -> list[dict[str, Any]]:
+    """The summary of every run and baseline, and each run against its best baseline: what the
+    headline needs (the GUI's Summary computes only these)."""
+    stats = {"seed": seed, "n_resamples": n_resamples}
+    out = grouped_summaries(data.rows, data.metrics, table="summary", **stats)
+    uniform = [r.label for r in data.runs if r.is_baseline and r.method == "uniform"]
+    out += best_baseline_comparisons(
+        data.rows,
+        analysis_metrics(data),
+        baseline_candidates(data.runs),
+        skip=dict.fromkeys(POINTING_METRICS, uniform),
+        **stats,
+    )
+    return out
+
+
 def build_aggregates(
     data: ReportData, heat: HeatmapPass, *, seed: int, n_resamples: int
 ) -> list[dict[str, Any]]:
@@ -105,15 +121,7 @@ def build_aggregates(
     key = analysis_metrics(data)
     # Baselines are in the summary and in their own comparison; groupings by class, outcome or
     # confidence and correlations with confidence concern classifiers only.
-    out = grouped_summaries(data.rows, data.metrics, table="summary", **stats)
-    uniform = [r.label for r in data.runs if r.is_baseline and r.method == "uniform"]
-    out += best_baseline_comparisons(
-        data.rows,
-        key,
-        baseline_candidates(data.runs),
-        skip=dict.fromkeys(POINTING_METRICS, uniform),
-        **stats,
-    )
+    out = summary_aggregates(data, seed=seed, n_resamples=n_resamples)
     rows = [r for r in data.rows if r.get("run_kind") != "baseline"]
     if data.has_labels():
         out += grouped_summaries(rows, key, table="by_true_class", group_by="true_class", **stats)

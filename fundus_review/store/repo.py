@@ -53,7 +53,7 @@ from fundus_review.store.repo_images import (
     set_label,
     upsert_image,
 )
-from fundus_review.store.repo_query import ResultRow, iter_results
+from fundus_review.store.repo_query import ResultRow, iter_results, model_kind
 from fundus_review.store.repo_results import (
     find_done_images,
     get_heatmap,
@@ -73,6 +73,7 @@ __all__ = [
     "forget_unread_images",
     "Rasterizer",
     "ResultRow",
+    "model_kind",
     "add_annotation",
     "annotation_mask",
     "dataset_images",

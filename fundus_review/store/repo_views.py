@@ -17,6 +17,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
 from fundus_review.store.codec import decode_mask
+from fundus_review.store.repo_query import model_kind
 from fundus_review.store.schema import (
     Annotation,
     CamRun,
@@ -63,10 +64,10 @@ def model_classes(s: Session, model_id: int) -> list[str]:
 
 def cam_runs_with_model_names(
     s: Session, model_id: int | None = None, dataset_id: int | None = None
-) -> list[tuple[CamRun, str]]:
-    """(run, its model's name) in id order; of one model, and with ``dataset_id`` only runs with
-    heatmaps in that dataset."""
-    q = select(CamRun, ModelRecord.name).join(ModelRecord).order_by(CamRun.id)
+) -> list[tuple[CamRun, str, str]]:
+    """(run, its model's name, the model's kind) in id order; of one model, and with
+    ``dataset_id`` only runs with heatmaps in that dataset. Kinds: see ``repo_query.model_kind``."""
+    q = select(CamRun, ModelRecord.name, ModelRecord.card).join(ModelRecord).order_by(CamRun.id)
     if model_id is not None:
         q = q.where(CamRun.model_id == model_id)
     if dataset_id is not None:
@@ -76,7 +77,7 @@ def cam_runs_with_model_names(
             .where(Heatmap.cam_run_id == CamRun.id, Image.dataset_id == dataset_id)
         )
         q = q.where(in_ds.exists())
-    return [(run, name) for run, name in s.execute(q)]
+    return [(run, name, model_kind(card)) for run, name, card in s.execute(q)]
 
 
 def heatmap_target(s: Session, run_id: int, image_id: int) -> int | None:

@@ -34,6 +34,7 @@ class ModelInfo:
     architecture: str
     classes: list[str]
     bundle_path: str
+    kind: str = "model"  # "baseline" / "randomized": derived records, not a bundle to open
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class RunChoice:
     layers: list[str]
     target_policy: str  # "predicted" | "class:<name>"
     model_name: str = ""
+    kind: str = "model"  # or "baseline" (see ModelInfo.kind)
 
     @property
     def target_class(self) -> str | None:
@@ -59,6 +61,9 @@ class RunChoice:
 
     @property
     def title(self) -> str:
+        if self.kind == "baseline":  # a baseline has no layer: "centre", "mean map of run 3"
+            of_run = self.layers[0][4:] if self.layers and self.layers[0].startswith("run:") else ""
+            return f"mean map of run {of_run}" if of_run else self.method
         target = "" if self.target_class is None else f" [class {self.target_class}]"
         return f"{self.method} @ {', '.join(self.layers)}{target}"
 
@@ -117,23 +122,38 @@ def find_dataset_id(db: Database, root: str | Path) -> int | None:
         return repo_views.find_dataset_id(s, root)
 
 
-def list_models(db: Database) -> list[ModelInfo]:
-    """Every stored model in id order (later records of the same bundle come later)."""
+def list_models(db: Database, derived: bool = False) -> list[ModelInfo]:
+    """Every stored model in id order (later records of the same bundle come later). The
+    baseline pseudo-model and randomised copies (the trust checks) only with ``derived``: a
+    randomised copy shares its bundle's path and must never be taken for the bundle's model."""
     with db.session(read_only=True) as s:
-        return [
-            ModelInfo(m.id, m.name, m.architecture, list(m.card.get("classes", [])), m.bundle_path)
+        out = [
+            ModelInfo(
+                m.id,
+                m.name,
+                m.architecture,
+                list(m.card.get("classes", [])),
+                m.bundle_path,
+                repo.model_kind(m.card),
+            )
             for m in sorted(repo.list_models(s), key=lambda m: m.id)
         ]
+    return out if derived else [m for m in out if m.kind == "model"]
 
 
 def list_runs(
-    db: Database, model_id: int | None = None, dataset_id: int | None = None
+    db: Database,
+    model_id: int | None = None,
+    dataset_id: int | None = None,
+    kinds: tuple[str, ...] = ("model",),
 ) -> list[RunChoice]:
-    """CAM runs (of one model, or all); with `dataset_id`, only runs with heatmaps there."""
+    """CAM runs (of one model, or all); with `dataset_id`, only runs with heatmaps there; of
+    real models only unless `kinds` also names "baseline" (the summary shows them beside)."""
     with db.session(read_only=True) as s:
         return [
-            RunChoice(r.id, r.model_id, r.method, r.layers, r.target_policy, name)
-            for r, name in repo_views.cam_runs_with_model_names(s, model_id, dataset_id)
+            RunChoice(r.id, r.model_id, r.method, r.layers, r.target_policy, name, kind)
+            for r, name, kind in repo_views.cam_runs_with_model_names(s, model_id, dataset_id)
+            if kind in kinds
         ]
 
 

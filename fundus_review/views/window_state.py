@@ -170,11 +170,13 @@ class WindowState:
         metrics, structures, _reviewers = score_choices(self._need_db(), [r.id for r in runs])
         return metrics, structures
 
-    def dataset_runs(self) -> list[RunChoice]:
-        """Runs of every model with heatmaps in this dataset (compare mode, summary)."""
+    def dataset_runs(self, baselines: bool = False) -> list[RunChoice]:
+        """Runs of every model with heatmaps in this dataset (compare mode, summary); the
+        baseline maps too with ``baselines`` (the summary shows them beside the runs)."""
         if self.db is None or self.dataset_id is None:
             return []
-        return list_runs(self.db, None, self.dataset_id)
+        kinds = ("model", "baseline") if baselines else ("model",)
+        return list_runs(self.db, None, self.dataset_id, kinds)
 
     def analysis_request(
         self, methods: list[str], layers: list[str] | None, target: str, image_ids: list[int] | None

@@ -42,8 +42,9 @@ def test_run_all_while_browsing_then_scores_methods_and_compare(
     assert "images/s" in win.side.rate.text() or win.side.rate.text() == "finished"
     assert win.device_text.text() == "device: cpu"
 
-    # Every image has a disc mask and two heatmaps: 6 x 2 score sets, stored.
-    assert scored.args[0].scored == 12 and not scored.args[0].problems
+    # Every image has a disc mask and two heatmaps: 6 x 2 score sets, stored; and the same for
+    # the baselines stored after the job (4 fixed maps and a mean map per run on each image).
+    assert scored.args[0].scored == 6 * 2 + 6 * (4 + 2) and not scored.args[0].problems
     qtbot.waitUntil(
         lambda: all(r.prediction and r.score is not None for r in win.browser.model.state.rows),
         timeout=20_000,

@@ -154,3 +154,26 @@ def test_export_report_runs_off_the_ui_thread_and_opens_the_html(
     assert seen["db"] is window.session.db
     assert [u.toLocalFile() for u in opened] == [str(tmp_path / "index.html")]
     assert "index.html" in window.status_text.text()
+
+
+def test_summary_shows_the_baselines_and_the_headline(qtbot, window):
+    from fundus_review.app.baselines import compute_baselines
+    from fundus_review.app.scoring import default_fov_cache, score_database
+
+    db = window.session.db
+    compute_baselines(db, window.session.dataset_id, fov_cache=default_fov_cache())
+    score_database(db, fov_cache=default_fov_cache())
+    window.tabs.setCurrentWidget(window.summary)
+    summary = window.summary
+    with qtbot.waitSignal(summary.updated, timeout=60_000):
+        summary.refresh()
+    models = [summary.table.item(r, 0).text() for r in range(summary.table.rowCount())]
+    # The two runs of the tiny model, then 4 fixed baselines and a mean map per run.
+    assert models.count("baseline") == 4 + 2 and len(models) == 2 + 6
+    titles = {summary.table.item(r, 1).text() for r in range(summary.table.rowCount())}
+    assert {"centre", "fov-centre", "uniform", "random"} <= titles
+    assert len(summary.scatter_items) == 2  # the plots show the models only
+    qtbot.waitUntil(lambda: "At a glance" in summary.headline.toPlainText(), timeout=60_000)
+    text = summary.headline.toPlainText()
+    # A check that was not run is said to be so, never silently left out.
+    assert "best baseline" in text and "Randomisation test: not run" in text
