@@ -20,6 +20,16 @@ from fundus_review.store import Database, open_database, repo
 from fundus_review.store import repo_faithfulness as rf
 from tests.unit.cam_models import RedSpotNet
 
+
+@pytest.fixture(autouse=True)
+def _trust_test_models() -> None:
+    # The bundles here are built by this suite's own module, which the user would allow with
+    # --trust-code; tests/conftest.py revokes the grant after each test.
+    from fundus_review.inference.trust import grant
+
+    grant("tests.unit.cam_models")
+
+
 REMOVED = (0.2, 0.6)
 
 

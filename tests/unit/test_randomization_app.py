@@ -27,6 +27,7 @@ from fundus_review.app.randomization_similarity import (
     stage_passes,
 )
 from fundus_review.app.scoring import score_database
+from fundus_review.app.selection import ResultSelection
 from fundus_review.core.stats import summarize
 from fundus_review.data.images import load_image
 from fundus_review.data.synthetic import write_demo_dataset
@@ -37,6 +38,16 @@ from fundus_review.inference.preprocess import prepare_image
 from fundus_review.paths import shipped_models_dir
 from fundus_review.store import Database, open_database, repo
 from tests.unit.cam_models import RedSpotNet
+
+
+@pytest.fixture(autouse=True)
+def _trust_test_models() -> None:
+    # The bundles here are built by this suite's own module, which the user would allow with
+    # --trust-code; tests/conftest.py revokes the grant after each test.
+    from fundus_review.inference.trust import grant
+
+    grant("tests.unit.cam_models")
+
 
 N_DEMO = 4
 
@@ -277,7 +288,8 @@ def test_demo_gradcam_passes(demo: DemoWorld) -> None:
 @pytest.mark.slow
 def test_score_database_scores_the_randomised_maps(demo: DemoWorld) -> None:
     derived = [mid for ids in demo.summary.derived_models.values() for mid in ids]
-    result = score_database(demo.db, model=derived)
+    only = ResultSelection(models=derived, randomized=True, baselines=False)
+    result = score_database(demo.db, only)
     assert result.heatmaps == N_DEMO * 4 and not result.problems
     assert result.scored > 0
     with demo.db.session(read_only=True) as s:
