@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 PACKAGE = Path(__file__).resolve().parents[2] / "fundus_review"
 
 
@@ -35,6 +37,7 @@ def test_core_is_numpy_only() -> None:
     assert offenders == {}, f"core/ must stay numpy-only: {offenders}"
 
 
+@pytest.mark.slow
 def test_headless_pipeline_does_not_load_qt_at_runtime() -> None:
     """Importing the CLI and every headless package must not drag Qt in transitively."""
     code = (

@@ -173,6 +173,7 @@ def test_finercam_explicit_targets_equal_the_library_target_idx(resnet, images) 
     finer.base_cam.activations_and_grads.release()
 
 
+@pytest.mark.slow
 def test_two_target_layers_equal_the_library(resnet, images) -> None:
     layers = [resnet.layer3[-1], resnet.layer4[-1]]
     names = TORCH_METHODS + ["refinecam", "eigengradcam"]
@@ -193,6 +194,7 @@ def test_each_image_of_a_batch_gets_its_own_gradient(resnet, images) -> None:
         np.testing.assert_allclose(batch.probs[i], single.probs[0], atol=1e-6)
 
 
+@pytest.mark.slow
 def test_timm_efficientnet_equals_the_library() -> None:
     timm = pytest.importorskip("timm")
     torch.manual_seed(0)
@@ -380,6 +382,7 @@ def test_model_is_restored_when_a_library_method_fails(tiny, monkeypatch) -> Non
     assert isinstance(tiny.conv2, nn.Conv2d) and _hook_count(tiny) == 0
 
 
+@pytest.mark.slow
 def test_memory_and_hooks_stay_flat_over_many_runs(tiny) -> None:
     x = torch.randn(2, 3, 16, 16)
     with CamEngine(tiny, [tiny.conv2], ["gradcam", "hirescam", "eigencam"]) as engine:

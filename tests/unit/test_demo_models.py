@@ -28,6 +28,9 @@ from fundus_review.inference.layers import reshape_transform_for, resolve_layer
 from fundus_review.inference.preprocess import prepare_batch
 from fundus_review.paths import shipped_models_dir
 
+# A module-wide analysed database or trained model: seconds per test.
+pytestmark = pytest.mark.slow
+
 N = 36
 DEMO_SIZE = (512, 512)  # what `fundus-review demo` generates
 HONEST, SHORTCUT = "demo-cdr", "demo-cdr-shortcut"

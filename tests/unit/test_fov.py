@@ -151,6 +151,7 @@ def _real_images(shared_data: Path) -> list[Path]:
     return sorted(shared_data.glob("*/images/*.jpg"))
 
 
+@pytest.mark.slow
 def test_real_fov_contains_every_expert_optic_disc_pixel(shared_data: Path) -> None:
     paths = _real_images(shared_data)
     assert len(paths) == 62

@@ -26,6 +26,9 @@ from fundus_review.report import ReportRequest, write_report
 from fundus_review.report.tables import read_scores_csv
 from fundus_review.store import open_database, repo
 
+# A module-wide analysed database or trained model: seconds per test.
+pytestmark = pytest.mark.slow
+
 CLASSES = ["glaucoma", "normal"]
 SEED = 7
 CAP = 3

@@ -203,6 +203,7 @@ def _process_writer(path: str, prefix: str, n: int) -> None:
         db.close()
 
 
+@pytest.mark.slow
 def test_two_processes_writing_at_once_lose_nothing(tmp_path: Path) -> None:
     path = tmp_path / "procs.db"
     open_database(path).close()

@@ -222,6 +222,7 @@ def test_heatmap_upsert_replaces_and_invalidates_stale_scores(setup: dict, db: D
         assert repo.load_heatmap(s, setup["run"], setup["a"])[0][1, 1] == 0.25
 
 
+@pytest.mark.slow
 def test_rerunning_an_analysis_creates_no_duplicates(setup: dict, db: Database) -> None:
     def run_once() -> None:
         with db.session() as s:

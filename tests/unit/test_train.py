@@ -90,6 +90,7 @@ def _labels(data: Path) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------- the bundle
+@pytest.mark.slow
 def test_train_writes_a_complete_bundle_that_loads_and_predicts(
     synth: Path, tmp_path: Path
 ) -> None:
@@ -311,6 +312,7 @@ def _scripted_evaluation(monkeypatch: pytest.MonkeyPatch, accuracy: list[float],
         ([0.9, 0.5, 0.5], [0.1, 0.2, 0.3], 1),
     ],
 )
+@pytest.mark.slow
 def test_best_epoch_by_validation_accuracy_is_the_one_stored(
     synth: Path,
     tmp_path: Path,
@@ -334,6 +336,7 @@ def test_best_epoch_by_validation_accuracy_is_the_one_stored(
     assert load_bundle(tmp_path / "b").card.extra["training"]["best_epoch"] == best
 
 
+@pytest.mark.slow
 def test_stop_request_keeps_the_best_finished_epoch(synth: Path, tmp_path: Path) -> None:
     batches = 0
 
@@ -352,6 +355,7 @@ def test_stop_request_keeps_the_best_finished_epoch(synth: Path, tmp_path: Path)
 
 
 # ---------------------------------------------------------------- initialisation and freezing
+@pytest.mark.slow
 def test_continue_from_a_bundle_with_frozen_body_changes_only_the_head(
     synth: Path, tmp_path: Path
 ) -> None:
@@ -381,6 +385,7 @@ def test_unfreeze_counts_blocks_from_the_output_end() -> None:
     assert head_only == model.fc.weight.numel() + model.fc.bias.numel()
 
 
+@pytest.mark.slow
 def test_timm_architecture_trains_through_the_command_line(
     synth: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -488,6 +493,7 @@ def test_unreadable_image_is_skipped_and_reported(tmp_path: Path) -> None:
 
 
 # ---------------------------------------------------------------- provenance of the data
+@pytest.mark.slow
 def test_card_records_the_data_digest_and_how_synthetic_data_was_made(
     synth: Path, tmp_path: Path
 ) -> None:
