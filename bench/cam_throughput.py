@@ -63,7 +63,7 @@ GOAL_OVERHEAD = 1.3  # engine time / bare forward time
 COMPARABLE = {
     n
     for n, m in CAM_METHODS.items()
-    if m.route in ("torch", "library_math") and n not in ("finercam", "refinecam", "randomcam")
+    if m.single_pass and n not in ("finercam", "refinecam", "randomcam")
 }
 TIE_RTOL = 1e-5  # top-two probabilities this close are a tie that float rounding may break
 IMAGENET = SimpleNamespace(

@@ -5,7 +5,8 @@ target class of each image and one heatmap per method, each (B, h, w) float32 in
 model-input grid. The maps equal those of pytorch-grad-cam 1.5.7 (same weights, ReLU, per-image
 min-max scaling, bilinear resize and layer averaging), but all gradient methods share a single
 forward pass whose backward pass reaches only from the class scores down to the target layers.
-See cam_methods.py for how each method is computed and cam_fast.py for the single pass.
+What each method is and how it is computed is on its record (cam_methods.py); this engine names
+no method. cam_fast.py is the single pass, cam_delegate.py the methods the library runs itself.
 """
 
 from __future__ import annotations
@@ -19,13 +20,13 @@ import torch
 
 from fundus_review.inference import cam_fast
 from fundus_review.inference.cam_delegate import run_delegate
+from fundus_review.inference.cam_formulas import LayerFusion
 from fundus_review.inference.cam_methods import (
     CAM_METHODS,
     CamError,
     CamMethod,
     UnknownCamMethodError,
     canonical_method,
-    library_calculator,
     method_display_name,
 )
 
@@ -88,7 +89,8 @@ class CamEngine:
     model: a classifier returning (B, classes) scores, already on its device.
     target_layers: modules of the model (see inference.layers.resolve_layer); with several, the
         maps of the layers are averaged as pytorch-grad-cam does.
-    methods: names from CAM_METHODS (any common spelling, e.g. "GradCAMPlusPlus").
+    methods: names from CAM_METHODS (any spelling canonical_method accepts), or CamMethod
+        records (a method of one's own, or a registered one computed another way).
     reshape_transform: turns a layer's output into (B, C, h, w), e.g. for ViT/Swin tokens.
     No hook stays on the model between runs; close() exists for symmetry and use in `with`.
     """
@@ -97,13 +99,18 @@ class CamEngine:
         self,
         model: torch.nn.Module,
         target_layers: Sequence[torch.nn.Module],
-        methods: Sequence[str],
+        methods: Sequence[str | CamMethod],
         reshape_transform: Callable | None = None,
     ) -> None:
-        if isinstance(methods, str):
+        if isinstance(methods, str | CamMethod):
             methods = [methods]
-        names = list(dict.fromkeys(canonical_method(m) for m in methods))
-        if not names:
+        records: dict[str, CamMethod] = {}
+        for method in methods:
+            record = (
+                method if isinstance(method, CamMethod) else CAM_METHODS[canonical_method(method)]
+            )
+            records.setdefault(record.name, record)
+        if not records:
             raise CamError("no CAM method requested")
         layers = list(target_layers)
         if not layers:
@@ -116,15 +123,11 @@ class CamEngine:
                 )
         self.model = model
         self.target_layers = layers
-        self.methods = names
+        self.methods = list(records)
+        self.records = list(records.values())
         self.reshape_transform = reshape_transform
         self._closed = False
         self._device, self._dtype = _model_device(model)
-        self._calculators = {
-            n: library_calculator(n, self._device)
-            for n in names
-            if CAM_METHODS[n].route == "library_math"
-        }
 
     # -- public API --
 
@@ -141,39 +144,43 @@ class CamEngine:
         heatmaps: dict[str, torch.Tensor | np.ndarray] = {}
         logits = None
         with _model_prepared(self.model):
-            fast = [n for n in self.methods if CAM_METHODS[n].route != "delegate"]
-            if fast:
+            single = [m for m in self.records if m.single_pass]
+            if single:
+                # Each score is differentiated once, however many methods read its gradients.
+                scores = list(dict.fromkeys(m.score for m in single if m.score is not None))
                 result = cam_fast.single_pass(
                     self.model,
                     self.target_layers,
                     batch,
                     target_tensor,
-                    need_gradients=any(
-                        CAM_METHODS[n].needs_gradients for n in fast if n != "finercam"
-                    ),
-                    need_finer="finercam" in fast,
+                    scores=scores,
                     reshape_transform=self.reshape_transform,
                 )
                 logits, target_tensor = result.logits, result.target_index
                 with cam_fast.one_cpu_thread(batch.device):
-                    heatmaps.update(self._fast_maps(fast, result, size))
-            # SESS scores rescaled patches, never the input itself, so it runs last and only
-            # with known targets.
-            delegates = [n for n in self.methods if CAM_METHODS[n].route == "delegate"]
-            delegates.sort(key=lambda n: n == "sess")
-            for name in delegates:
-                if name == "sess" and logits is None:
+                    heatmaps.update(self._single_pass_maps(single, result, size))
+            # Methods that need known targets run last, when the other methods have fixed them.
+            library_run = [m for m in self.records if not m.single_pass]
+            library_run.sort(key=lambda m: m.needs_known_targets)
+            for method in library_run:
+                if method.needs_known_targets and logits is None:
                     logits = self._plain_forward(batch)
                     target_tensor = logits.argmax(dim=1) if target_tensor is None else target_tensor
                 known = None if target_tensor is None else target_tensor.tolist()
                 maps, first_logits = run_delegate(
-                    name, self.model, self.target_layers, self.reshape_transform, batch, known
+                    method.build,
+                    self.model,
+                    self.target_layers,
+                    self.reshape_transform,
+                    batch,
+                    known,
+                    needs_parameter_graph=method.needs_parameter_graph,
                 )
                 if logits is None:
                     logits = first_logits
                     if target_tensor is None:
                         target_tensor = logits.argmax(dim=1)
-                heatmaps[name] = maps
+                heatmaps[method.name] = maps
         assert logits is not None and target_tensor is not None
         if int(target_tensor.max()) >= logits.shape[1]:
             raise CamError(
@@ -189,7 +196,6 @@ class CamEngine:
 
     def close(self) -> None:
         self._closed = True
-        self._calculators.clear()
 
     def __enter__(self) -> CamEngine:
         return self
@@ -222,47 +228,30 @@ class CamEngine:
         with torch.no_grad():
             return self.model(batch).detach()
 
-    def _fast_maps(
-        self, names: list[str], result: cam_fast.PassResult, size: tuple[int, int]
+    def _single_pass_maps(
+        self, methods: list[CamMethod], result: cam_fast.PassResult, size: tuple[int, int]
     ) -> dict[str, torch.Tensor]:
-        acts, grads, finer = result.activations, result.gradients, result.finer_gradients
+        acts = result.activations
         for i, act in enumerate(acts):
             cam_fast.check_feature_map(act, i)
-        # Per layer: the methods' maps stacked as (M, B, h, w), M = methods in `order`.
-        order = [n for n in names if n != "refinecam"]
-        layer_maps: list[torch.Tensor] = []
-        plusplus_per_layer: list[torch.Tensor] = []  # RefineCAM's ingredients
-        for i, act in enumerate(acts):
-            raw: list[torch.Tensor] = []
-            for name in order:
-                if name in cam_fast.TORCH_CAMS:
-                    raw.append(cam_fast.TORCH_CAMS[name](act, grads[i]))
-                elif name == "finercam":
-                    raw.append(cam_fast.TORCH_CAMS["gradcam"](act, finer[i]))
-                else:
-                    raw.append(self._library_map(name, act, None if grads is None else grads[i]))
-            if "refinecam" in names:
-                plusplus = cam_fast.layer_map(cam_fast.TORCH_CAMS["gradcam++"](act, grads[i]), size)
-                plusplus_per_layer.append(cam_fast.aggregate_layers([plusplus]))
-            if raw:
-                # One resize call for all methods of this layer.
-                stacked = torch.stack(raw)
-                layer_maps.append(cam_fast.layer_map(stacked.flatten(0, 1), size))
+        # Methods that combine their layers the same way are computed together: per layer, their
+        # maps stacked as (M, B, h, w) and resized in one call; then one fusion for all of them.
+        groups: dict[LayerFusion, list[CamMethod]] = {}
+        for method in methods:
+            groups.setdefault(method.fuse_layers, []).append(method)
         out: dict[str, torch.Tensor] = {}
-        if order:
-            # Layers averaged and scaled for all methods at once; (M*B, H, W) -> (M, B, H, W).
-            final = cam_fast.aggregate_layers(layer_maps).unflatten(0, (len(order), -1))
-            out.update(zip(order, final, strict=True))
-        if plusplus_per_layer:
-            out["refinecam"] = cam_fast.scale_maps(torch.stack(plusplus_per_layer).prod(dim=0))
+        for fuse, group in groups.items():
+            layer_maps: list[torch.Tensor] = []
+            for i, act in enumerate(acts):
+                raw = [
+                    m.formula(act, None if m.score is None else result.gradients[m.score][i])
+                    for m in group
+                ]
+                layer_maps.append(cam_fast.layer_map(torch.stack(raw).flatten(0, 1), size))
+            # (M*B, H, W) -> (M, B, H, W)
+            final = fuse(layer_maps).unflatten(0, (len(group), -1))
+            out.update(zip((m.name for m in group), final, strict=True))
         return out
-
-    def _library_map(self, name: str, act: torch.Tensor, grad: torch.Tensor | None) -> torch.Tensor:
-        act_np = act.cpu().numpy()
-        # RandomCAM reads only the shape of the gradients, so none are computed for it.
-        grad_np = act_np if grad is None else grad.cpu().numpy()
-        cam = self._calculators[name].get_cam_image(None, None, None, act_np, grad_np, False)
-        return torch.from_numpy(np.asarray(cam, dtype=np.float32)).to(act.device)
 
     @staticmethod
     def _to_numpy(maps: torch.Tensor | np.ndarray) -> np.ndarray:

@@ -8,9 +8,11 @@ layers, so here:
   the lowest target layer records an autograd graph;
 - the lowest target layer's output is replaced by a fresh leaf tensor that requires grad, so the
   graph spans only the layers between it and the class scores;
-- one ``torch.autograd.grad`` call returns the gradients at every target layer, and every
-  requested method is computed from the same activations and gradients, batched on the model's
-  device, with the library's post-processing (ReLU, per-image min-max, bilinear resize, layer mean).
+- one ``torch.autograd.grad`` call per score (the class score; Finer-CAM's contrast) returns the
+  gradients at every target layer, and every requested method is computed from the same
+  activations and gradients, batched on the model's device, with the library's post-processing
+  (ReLU, per-image min-max, bilinear resize, layer mean). Which score and which formula a method
+  uses is on its record (cam_methods.py); this module names no method.
 """
 
 from __future__ import annotations
@@ -19,16 +21,14 @@ import contextlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from pytorch_grad_cam.utils.model_targets import FinerWeightedTarget
 
-from fundus_review.inference.cam_methods import CamError
+from fundus_review.inference.cam_errors import CamError
 
-# FinerCAM's defaults in pytorch-grad-cam 1.5.7 (FinerCAM.forward).
-FINER_COMPARISON_CATEGORIES = (1, 2, 3)
-FINER_ALPHA = 1.0
+# (logits with their graph, explicit targets or None, the class each map explains) -> the scalar
+# whose gradients at the target layers a method reads; see cam_formulas.py.
+ScoreFunction = Callable[[torch.Tensor, torch.Tensor | None, torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -36,8 +36,8 @@ class PassResult:
     logits: torch.Tensor  # (B, C), detached
     target_index: torch.Tensor  # (B,) long
     activations: list[torch.Tensor]  # per target layer, after reshape_transform
-    gradients: list[torch.Tensor] | None  # d(sum of target scores)/d(activation), per layer
-    finer_gradients: list[torch.Tensor] | None  # the same for the Finer-CAM target
+    # score -> d(score)/d(activation), per target layer, after reshape_transform
+    gradients: dict[ScoreFunction, list[torch.Tensor]]
 
 
 class _LayerCapture:
@@ -79,47 +79,24 @@ class _LayerCapture:
         self.handles.clear()
 
 
-def _finer_targets(logits: torch.Tensor, targets: torch.Tensor | None) -> list[FinerWeightedTarget]:
-    """Finer-CAM's per-image targets exactly as FinerCAM.forward builds them.
-
-    With explicit targets, the library's ``target_idx`` logic is applied per image, so the map
-    contrasts the requested class with the classes the model finds most similar to it.
-    """
-    output = logits.detach().cpu().numpy()
-    num_classes = output.shape[-1]
-    if num_classes < 2:
-        raise CamError("finercam needs a model with at least two classes")
-    comparison = list(FINER_COMPARISON_CATEGORIES[: max(num_classes - 1, 0)])
-    if targets is None:
-        target_logits = np.max(output, axis=-1)
-    else:
-        target_logits = output[np.arange(len(output)), targets.cpu().numpy()]
-    order = np.argsort(np.abs(output - target_logits[:, None]), axis=-1)
-    return [
-        FinerWeightedTarget(int(order[i, 0]), [int(order[i, k]) for k in comparison], FINER_ALPHA)
-        for i in range(len(output))
-    ]
-
-
 def single_pass(
     model: torch.nn.Module,
     layers: Sequence[torch.nn.Module],
     batch: torch.Tensor,
     targets: torch.Tensor | None,
     *,
-    need_gradients: bool,
-    need_finer: bool,
+    scores: Sequence[ScoreFunction],
     reshape_transform: Callable | None,
 ) -> PassResult:
-    """Run the model once and return logits, activations and the gradients the methods need.
+    """Run the model once and return logits, activations and the gradients of each score.
 
-    The caller has put the model in eval mode with frozen parameters; in eval mode the images of
-    a batch are independent, so the gradient of the batch sum of target scores is, image by image,
-    the gradient of that image's own score.
+    scores: the objectives the requested methods differentiate (each once, however many methods
+    read it); none means no graph is recorded at all. The caller has put the model in eval mode
+    with frozen parameters.
     """
     capture = _LayerCapture(layers)
     try:
-        with torch.set_grad_enabled(need_gradients or need_finer):
+        with torch.set_grad_enabled(bool(scores)):
             logits = model(batch)
     finally:
         capture.release()
@@ -157,81 +134,24 @@ def single_pass(
             torch.zeros_like(t) if g is None else g for g, t in zip(found, tensors, strict=False)
         ]
 
-    gradients = finer = None
-    if need_gradients:
-        score = logits.gather(1, target_index[:, None]).sum()
-        gradients = grads_of(score, retain=need_finer)
-    if need_finer:
-        finer_targets = _finer_targets(logits, targets)
-        score = torch.stack([t(row) for t, row in zip(finer_targets, logits, strict=False)]).sum()
-        finer = grads_of(score, retain=False)
-
-    def reshaped(values: list[torch.Tensor] | None) -> list[torch.Tensor] | None:
-        if values is None:
-            return None
+    def reshaped(values: list[torch.Tensor]) -> list[torch.Tensor]:
         values = [v.detach() for v in values]
         if reshape_transform is not None:
             values = [reshape_transform(v) for v in values]
         return [v.float() for v in values]
 
+    gradients: dict[ScoreFunction, list[torch.Tensor]] = {}
+    for k, score_of in enumerate(scores):
+        # The graph is kept until the last score has been differentiated.
+        score = score_of(logits, targets, target_index)
+        gradients[score_of] = reshaped(grads_of(score, retain=k < len(scores) - 1))
+
     return PassResult(
         logits=logits.detach(),
         target_index=target_index,
         activations=reshaped(tensors),
-        gradients=reshaped(gradients),
-        finer_gradients=reshaped(finer),
+        gradients=gradients,
     )
-
-
-# --- the gradient methods, batched: (B, C, h, w) activations and gradients -> (B, h, w) maps ---
-# Each reproduces the library's get_cam_weights / get_cam_image for 2-D feature maps.
-
-
-def _weighted(weights: torch.Tensor, act: torch.Tensor) -> torch.Tensor:
-    # One batched matrix product instead of a (B, C, h, w) temporary and a reduction over it.
-    return torch.einsum("bc,bchw->bhw", weights, act)
-
-
-def _gradcam(act: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-    return _weighted(grad.mean(dim=(2, 3)), act)
-
-
-def _hirescam(act: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-    return (grad * act).sum(dim=1)
-
-
-def _gradcam_plusplus(act: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-    grads_2 = grad * grad
-    grads_3 = grads_2 * grad
-    sum_act = act.sum(dim=(2, 3), keepdim=True)
-    aij = grads_2 / (2 * grads_2 + sum_act * grads_3 + 0.000001)
-    aij = torch.where(grad != 0, aij, torch.zeros_like(aij))
-    weights = (grad.clamp(min=0) * aij).sum(dim=(2, 3))
-    return _weighted(weights, act)
-
-
-def _xgradcam(act: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-    sum_act = act.sum(dim=(2, 3), keepdim=True)
-    weights = (grad * act / (sum_act + 1e-7)).sum(dim=(2, 3))
-    return _weighted(weights, act)
-
-
-def _layercam(act: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-    return (grad.clamp(min=0) * act).sum(dim=1)
-
-
-def _gradcam_elementwise(act: torch.Tensor, grad: torch.Tensor) -> torch.Tensor:
-    return (grad * act).clamp(min=0).sum(dim=1)
-
-
-TORCH_CAMS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
-    "gradcam": _gradcam,
-    "hirescam": _hirescam,
-    "gradcam++": _gradcam_plusplus,
-    "xgradcam": _xgradcam,
-    "layercam": _layercam,
-    "gradcamelementwise": _gradcam_elementwise,
-}
 
 
 # --- post-processing, batched: pytorch_grad_cam.utils.image.scale_cam_image and BaseCAM ---
