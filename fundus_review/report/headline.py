@@ -304,6 +304,14 @@ def headline_section(
     return Section("At a glance", "headline", blocks)
 
 
+def _plot_name(label: str, names: Mapping[str, str]) -> str:
+    """A mean map is named by its run (each run has its own); other baselines by what they are."""
+    prefix = "baseline | mean map of "
+    if label.startswith(prefix):
+        return "mean map of " + " ".join(label[len(prefix) :].split(" | ")[:2])
+    return names.get(label, label)
+
+
 def hit_rate_plot(
     runs: Sequence[HeadlineRun],
     idx: AggIndex,
@@ -342,7 +350,7 @@ def hit_rate_plot(
                     color=color,
                     capsize=3,
                 )
-            ax.set_yticks(y, [baseline_names.get(lab, lab) for lab, _ in aggs], fontsize=7)
+            ax.set_yticks(y, [_plot_name(lab, baseline_names) for lab, _ in aggs], fontsize=7)
             ax.set_xlim(-0.02, 1.02)
             ax.set_xlabel(f"pointing-game hit rate on {structure} (reviewer {reviewer}), 95 % CI")
             ax.grid(axis="x", alpha=0.3)

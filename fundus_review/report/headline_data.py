@@ -55,13 +55,27 @@ def accuracy_sentences(data: ReportData) -> dict[str, str]:
         c = counts.setdefault(model_id, [0, 0])
         c[0] += int(truth == predicted)
         c[1] += 1
+    cards = {m["model"]: m.get("card") or {} for m in data.models}
     out = {}
     for model_id, (k, n) in counts.items():
         p, lo, hi = proportion_ci(k, n)
-        out[label_of.get(model_id, str(model_id))] = (
-            f"Accuracy {100 * p:.0f} % [{100 * lo:.0f}, {100 * hi:.0f}] on {n} labelled images."
-        )
+        label = label_of.get(model_id, str(model_id))
+        text = f"Accuracy {100 * p:.0f} % [{100 * lo:.0f}, {100 * hi:.0f}] on {n} labelled images"
+        out[label] = text + _training_note(cards.get(label, {})) + "."
     return out
+
+
+def _training_note(card: dict) -> str:
+    """A model trained by `fundus-review train` records its held-out accuracy: say it, since the
+    accuracy above counts the training images too when they are in the report's set."""
+    t = card.get("training") or {}
+    if not isinstance(t, dict) or t.get("val_accuracy") is None or not t.get("n_val"):
+        return ""
+    return (
+        f" (it was trained on {t.get('n_train', '?')} images, which count here if they are in "
+        f"this set; its held-out accuracy was {100 * float(t['val_accuracy']):.0f} % on "
+        f"{t['n_val']} images)"
+    )
 
 
 def findings_of(data: ReportData) -> TrustFindings:

@@ -6,6 +6,7 @@ import html
 from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from fundus_review.app.analyze import AnalysisRequest, run_analysis
@@ -28,6 +29,7 @@ def _photo(seed: int) -> tuple[np.ndarray, np.ndarray]:
     return np.clip(rgb + rng.integers(0, 15, rgb.shape), 0, 255).astype(np.uint8), disc
 
 
+@pytest.mark.slow
 def test_an_image_named_like_a_tag_is_escaped_in_the_report(tmp_path: Path) -> None:
     import timm
     import torch
