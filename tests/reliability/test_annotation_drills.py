@@ -140,3 +140,44 @@ def test_an_export_into_a_read_only_folder_keeps_the_previous_file(
     assert f"error: {out / 'optic_disc' / 'im0.png'}: cannot write" in err
     assert "earlier file there is unchanged" in err
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == previous
+
+
+def test_an_export_onto_a_full_disk_keeps_the_previous_file(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A disk that fills up mid-write: the export runs in a child process whose files may not
+    grow past 64 bytes (RLIMIT_FSIZE, enforced by the kernel like a full disk; no mount needed),
+    so every write of a PNG fails part-way; the earlier export must stay byte for byte."""
+    import subprocess
+    import sys
+
+    masks = tmp_path / "masks" / "optic_disc"
+    masks.mkdir(parents=True)
+    hf.save(masks / "im0.png", _mask())
+    db = str(tmp_path / "e.db")
+    assert main(["import-masks", str(data), str(tmp_path / "masks"), "--db", db]) == 0
+    out = tmp_path / "out"
+    assert main(["export", "masks", str(out), "--db", db]) == 0
+    previous = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    hf.save(masks / "im0.png", 255 - _mask())
+    assert main(["import-masks", str(data), str(tmp_path / "masks"), "--db", db]) == 0
+    # The database is opened before the disk "fills" (its WAL index is then already full-size):
+    # this drill is about the export, the database's own drills are in test_store_drills.
+    code = (
+        "import resource, signal, sys; from fundus_review.store import open_database; "
+        f"keep = open_database({db!r}); "
+        "signal.signal(signal.SIGXFSZ, signal.SIG_IGN); "
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (64, 64)); "
+        "from fundus_review.cli.main import main; sys.exit(main(sys.argv[1:]))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code, "export", "masks", str(out), "--db", db],
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "PYTHONDONTWRITEBYTECODE": "1"},
+        timeout=120,
+    )
+    assert done.returncode == 2, done.stderr
+    assert f"{out / 'optic_disc' / 'im0.png'}: cannot write" in done.stderr
+    assert "earlier file there is unchanged" in done.stderr
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == previous
