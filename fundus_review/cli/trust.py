@@ -98,7 +98,7 @@ def run_checks(db, bundles: list[Path], opts: TrustOptions) -> None:  # noqa: AN
     for bundle in bundles:
         model_id = _model_id(db, bundle)
         if "randomization" in opts.checks:
-            _randomization(db, opts, model_id)
+            _randomization(db, opts, model_id, bundle.name)
         if "faithfulness" in opts.checks:
             _faithfulness(db, opts, bundle, model_id)
     # Score whatever the checks added (baselines, randomised maps) with the scoring code.
@@ -146,7 +146,7 @@ def _problems(problems: list) -> None:
         print(f"  skipped {where}: {why}", file=sys.stderr)
 
 
-def _randomization(db, opts: TrustOptions, model_id: int) -> None:  # noqa: ANN001
+def _randomization(db, opts: TrustOptions, model_id: int, name: str) -> None:  # noqa: ANN001
     from fundus_review.app.randomization import run_randomization
     from fundus_review.app.randomization_similarity import (
         randomization_similarity,
@@ -170,7 +170,7 @@ def _randomization(db, opts: TrustOptions, model_id: int) -> None:  # noqa: ANN0
     _problems(summary.problems)
     rows = randomization_similarity(db, model_id, opts.methods, sample=opts.sample, seed=opts.seed)
     for v in randomization_verdicts(rows):
-        print(f"randomisation: {v.text}")
+        print(f"{name}: randomisation: {v.text}")
 
 
 def _faithfulness(db, opts: TrustOptions, bundle: Path, model_id: int) -> None:  # noqa: ANN001
@@ -193,7 +193,7 @@ def _faithfulness(db, opts: TrustOptions, bundle: Path, model_id: int) -> None: 
         close()
     _problems(summary.problems)
     for row in faithfulness_table(db, models=[model_id], methods=opts.methods, seed=opts.seed):
-        print(f"faithfulness {faithfulness_verdict(row)}: {row.sentence()}")
+        print(f"{row.model_name}: faithfulness {faithfulness_verdict(row)}: {row.sentence()}")
 
 
 def add_trust_parser(sub: argparse._SubParsersAction) -> None:
