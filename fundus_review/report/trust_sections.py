@@ -22,8 +22,9 @@ from fundus_review.core.sampling import DEFAULT_SAMPLE
 from fundus_review.core.stats import Summary
 from fundus_review.report.data import ReportData
 from fundus_review.report.document import Para, Section, Table, num
-from fundus_review.report.headline import TrustFindings
+from fundus_review.report.headline import TrustFindings, lead_first
 from fundus_review.report.headline_data import accuracy_sentences
+from fundus_review.store import repo
 from fundus_review.store.db import Database
 
 FAITHFUL_BASELINES = ("random", "centre")
@@ -35,6 +36,10 @@ class TrustResults:
     verdicts: dict[int, Any] = field(default_factory=dict)  # run id -> RandomizationVerdict
     faithfulness: list[FaithfulnessRow] = field(default_factory=list)
     repeatability: list[RepeatabilityRow] = field(default_factory=list)
+    # The agreement of the randomised maps: (run id, stage) -> ((mean, n) trained, randomised)
+    # pointing-game hit rate on ``region`` over the same sampled images.
+    region: str | None = None
+    hit_rates: dict[tuple[int, str], tuple] = field(default_factory=dict)
 
 
 def collect_trust(db: Database, data: ReportData, seed: int = 0) -> TrustResults:
@@ -50,6 +55,17 @@ def collect_trust(db: Database, data: ReportData, seed: int = 0) -> TrustResults
         ]
         out.randomization += rows
         out.verdicts.update({v.run_id: v for v in randomization_verdicts(rows)})
+    out.region = lead_first(data.structures)[0] if data.structures else None
+    if out.region is not None and out.randomization:
+        with db.session(read_only=True) as s:
+            for r in out.randomization:
+                if r.randomized_run_id is None:
+                    continue
+                images = [p.image_id for p in r.per_image]
+                out.hit_rates[(r.run_id, r.stage)] = (
+                    repo.mean_score(s, r.run_id, images, out.region, "pointing_hit"),
+                    repo.mean_score(s, r.randomized_run_id, images, out.region, "pointing_hit"),
+                )
     if model_ids:
         out.faithfulness = [
             r for r in faithfulness_table(db, models=model_ids, seed=seed) if r.run_id in run_ids
@@ -105,6 +121,13 @@ def _road_text(row: FaithfulnessRow) -> str:
     )
 
 
+def _hits(pair: tuple[tuple[float | None, int], tuple[float | None, int]] | None) -> str:
+    if pair is None:
+        return "-"
+    (a, _), (b, n) = pair
+    return f"{num(a, 2)} → {num(b, 2)} (n = {n})"
+
+
 def _ci(s: Summary | None) -> str:
     if s is None or s.mean is None:
         return "-"
@@ -130,10 +153,19 @@ def trust_section(data: ReportData, trust: TrustResults) -> Section:
         )
     ]
     if trust.randomization:
+        region = trust.region or "-"
         blocks.append(
             Table(
                 "Randomisation test",
-                ["run", "layers re-initialised", "n", "Spearman", "SSIM", "between images"],
+                [
+                    "run",
+                    "layers re-initialised",
+                    "n",
+                    "Spearman",
+                    "SSIM",
+                    "between images",
+                    f"hit rate on {region}: trained → randomised",
+                ],
                 [
                     [
                         label.get(r.run_id, str(r.run_id)),
@@ -142,11 +174,13 @@ def trust_section(data: ReportData, trust: TrustResults) -> Section:
                         _ci(r.spearman),
                         _ci(r.ssim),
                         _ci(r.between_images_spearman),
+                        _hits(trust.hit_rates.get((r.run_id, r.stage))),
                     ]
                     for r in trust.randomization
                 ],
                 note="Spearman and SSIM of each randomised map with the trained model's map; "
-                "'between images': the trained maps of different images, for reference.",
+                "'between images': the trained maps of different images, for reference; the hit "
+                "rates are on the same sampled images (every reviewer's regions).",
             )
         )
         blocks += [Para(v.text) for v in trust.verdicts.values() if v.run_id in label]

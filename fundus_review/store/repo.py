@@ -67,12 +67,13 @@ from fundus_review.store.repo_results import (
     save_heatmap,
     save_prediction,
 )
-from fundus_review.store.repo_scores import delete_scores, list_scores, save_scores
+from fundus_review.store.repo_scores import delete_scores, list_scores, mean_score, save_scores
 
 __all__ = [
     "forget_unread_images",
     "Rasterizer",
     "ResultRow",
+    "mean_score",
     "model_kind",
     "add_annotation",
     "annotation_mask",

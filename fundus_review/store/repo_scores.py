@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Collection
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from fundus_review.store.repo_images import _insert_or_fetch, ref_id
@@ -88,3 +89,21 @@ def delete_scores(s: Session, image: object, structure: str, reviewer: object) -
         )
     )
     return int(result.rowcount or 0)
+
+
+def mean_score(
+    s: Session, run_id: int, image_ids: Collection[int], structure: str, metric: str
+) -> tuple[float | None, int]:
+    """(mean of the defined values, their count) of one metric and structure over the given
+    images' heatmaps of one run, every reviewer's regions counted."""
+    ids = sorted({int(i) for i in image_ids})
+    if not ids:
+        return None, 0
+    mean, n = s.execute(
+        select(func.avg(Score.value), func.count())
+        .select_from(Score)
+        .join(Heatmap, Score.heatmap_id == Heatmap.id)
+        .where(Heatmap.cam_run_id == run_id, Heatmap.image_id.in_(ids))
+        .where(Score.structure == structure, Score.metric == metric, Score.value.is_not(None))
+    ).one()
+    return (None if mean is None else float(mean)), int(n)
