@@ -37,7 +37,7 @@ def shared_data() -> Path:
 
 
 # Markers by where a test lives and what it imports, so the quick loop while developing is
-# `pytest -m "not slow and not e2e"`; `slow` itself is set by hand on tests over ~3 s here.
+# `pytest -m "not slow and not e2e and not gui"` (under a minute); `slow` itself is set by hand on tests over ~3 s here.
 _TORCH_IMPORT = re.compile(
     r"^\s*(import torch|from torch|from fundus_review\.(inference|training)|"
     r"from fundus_review\.app\.analyze|from tests\.unit\.cam_models)",
