@@ -14,6 +14,7 @@ Example card::
     target_layers = ["layer4[-1]"]          # optional; family default otherwise
     weights = "model.safetensors"
     description = "..."
+    strict_weights = true                   # false: load matching keys, list the rest
 
     [training]                              # free-form, kept in ModelCard.extra["training"]
     epochs = 10
@@ -26,7 +27,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, replace
+import warnings
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -47,7 +49,11 @@ from fundus_review.inference.card import (  # noqa: F401 - re-exported: the bund
 )
 from fundus_review.inference.toml_writer import dump_toml
 from fundus_review.inference.trust import UntrustedCodeError
-from fundus_review.inference.weights import WeightsError, load_into, read_weights
+from fundus_review.inference.weights import LoadReport, WeightsError, load_into, read_weights
+
+
+class PartialWeightsWarning(UserWarning):
+    """A bundle with `strict_weights = false` loaded without some of its network's keys."""
 
 
 @dataclass
@@ -56,6 +62,8 @@ class ModelBundle:
     card: ModelCard
     weights_path: Path
     weights_sha256: str
+    # How the weights went in, set by the latest build_model (None before the first).
+    load_report: LoadReport | None = field(default=None, compare=False)
 
     def build_model(
         self,
@@ -91,12 +99,23 @@ class ModelBundle:
                 f"bundle {self.path}: cannot build architecture {card.architecture!r}: {exc}"
             ) from exc
         try:
-            load_into(model, read_weights(self.weights_path), card.classes)
+            report = load_into(
+                model, read_weights(self.weights_path), card.classes, strict=card.strict_weights
+            )
         except WeightsError as exc:
             raise BundleError(
                 f"bundle {self.path} ({self.weights_path.name}): {exc}. Copy the bundle again if "
                 "the file is damaged, or make the card describe the network the weights are from"
             ) from exc
+        self.load_report = report
+        if report.partial:
+            # Never a silent partial load: the card allowed it, the user still hears which keys.
+            warnings.warn(
+                f"bundle {self.path} ({self.weights_path.name}) loaded partially "
+                f"(strict_weights = false): {report.summary()}",
+                PartialWeightsWarning,
+                stacklevel=2,
+            )
         model.eval()
         model.to(device)
         if check_input:
@@ -227,6 +246,16 @@ def _short(value: object, limit: int = 100) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _load_line(report: LoadReport | None) -> str:
+    if report is None:
+        return "not loaded"
+    how = "strict" if report.strict else "not strict (strict_weights = false)"
+    text = f"{how}, " + (f"PARTIAL: {report.summary(limit=20)}" if report.partial else "complete")
+    if report.ignored:
+        text += f"; {len(report.ignored)} training-wrapper keys ignored"
+    return text
+
+
 def describe_bundle(
     bundle: ModelBundle, device: str | torch.device = "cpu", trust_code: bool = False
 ) -> str:
@@ -248,6 +277,7 @@ def describe_bundle(
         + (f", crop_pct={card.crop_pct}" if card.resize == "center_crop" else ""),
         f"Mean / std:    {list(card.mean)} / {list(card.std)}",
         f"Weights:       {bundle.weights_path.name} (sha256 {bundle.weights_sha256})",
+        f"Weights load:  {_load_line(bundle.load_report)}",
         f"Parameters:    {count_parameters(model):,}",
         f"Head:          {head[0] if head else 'not found'}",
     ]

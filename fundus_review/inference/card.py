@@ -23,7 +23,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 MIN_INPUT, MAX_INPUT = 16, 4096
 _KNOWN_FIELDS = {
     "name", "architecture", "classes", "input_size", "resize", "crop_pct",
-    "mean", "std", "target_layers", "weights", "description",
+    "mean", "std", "target_layers", "weights", "description", "strict_weights",
 }  # fmt: skip
 
 
@@ -40,6 +40,9 @@ class ModelCard:
     target_layers: list[str] = field(default_factory=list)
     weights: str = WEIGHTS_FILE
     description: str = ""
+    # False: load the checkpoint's matching keys and list the missing/unexpected ones
+    # (bundle.py warns and `model inspect` shows them) instead of refusing the bundle.
+    strict_weights: bool = True
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -79,6 +82,8 @@ class ModelCard:
             raise ValueError(f"`weights` must be a file name inside the bundle, got {w!r}")
         if not isinstance(self.description, str):
             raise ValueError("`description` must be a string")
+        if not isinstance(self.strict_weights, bool):
+            raise ValueError(f"`strict_weights` must be true or false, got {self.strict_weights!r}")
         if not isinstance(self.extra, dict):
             raise ValueError("`extra` must be a dict")
 
@@ -97,6 +102,8 @@ class ModelCard:
             "weights": self.weights,
             "description": self.description,
         }
+        if not self.strict_weights:  # the default is not written: cards stay as they were
+            doc["strict_weights"] = False
         doc.update(self.extra)
         return doc
 
