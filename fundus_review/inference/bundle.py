@@ -15,6 +15,9 @@ Example card::
     weights = "model.safetensors"
     description = "..."
     strict_weights = true                   # false: load matching keys, list the rest
+    output_key = "logits"                   # optional: a dict output's logits entry, or
+                                            # output_index = 0 for a tuple output
+    score = "softmax"                       # "sigmoid": one logit, classes = [neg, pos]
 
     [training]                              # free-form, kept in ModelCard.extra["training"]
     epochs = 10
@@ -47,6 +50,7 @@ from fundus_review.inference.card import (  # noqa: F401 - re-exported: the bund
     ModelCard,
     read_card,
 )
+from fundus_review.inference.outputs import OutputAdapter, OutputError, attach, describe_output
 from fundus_review.inference.toml_writer import dump_toml
 from fundus_review.inference.trust import UntrustedCodeError
 from fundus_review.inference.weights import LoadReport, WeightsError, load_into, read_weights
@@ -86,7 +90,7 @@ class ModelBundle:
         try:
             model = build_architecture(
                 card.architecture,
-                len(card.classes),
+                card.n_outputs,
                 card.input_size,
                 kwargs,
                 trust_code=trust_code,
@@ -100,7 +104,11 @@ class ModelBundle:
             ) from exc
         try:
             report = load_into(
-                model, read_weights(self.weights_path), card.classes, strict=card.strict_weights
+                model,
+                read_weights(self.weights_path),
+                card.classes,
+                strict=card.strict_weights,
+                n_outputs=card.n_outputs,
             )
         except WeightsError as exc:
             raise BundleError(
@@ -116,6 +124,12 @@ class ModelBundle:
                 PartialWeightsWarning,
                 stacklevel=2,
             )
+        attach(
+            model,
+            OutputAdapter(
+                output_key=card.output_key, output_index=card.output_index, score=card.score
+            ),
+        )
         model.eval()
         model.to(device)
         if check_input:
@@ -149,17 +163,29 @@ class ModelBundle:
         try:
             with torch.no_grad():
                 out = model(torch.zeros(1, 3, h, w, device=device))
+        except OutputError as exc:
+            raise BundleError(f"bundle {self.path} ({CARD_FILE}): {exc}") from exc
         except Exception as exc:  # noqa: BLE001 - report the size problem, not a traceback
             raise BundleError(
                 f"bundle {self.path}: the model does not accept input_size {[h, w]}: "
                 f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
             ) from exc
         n = len(self.card.classes)
-        if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, n):
-            shape = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        if not isinstance(out, torch.Tensor):
             raise BundleError(
-                f"bundle {self.path}: the model outputs {shape} for one image, "
+                f"bundle {self.path}: the model returns {describe_output(out)}, not a logits "
+                "tensor: name the logits entry in the card with `output_key` (a dict) or "
+                "`output_index` (a tuple)"
+            )
+        if tuple(out.shape) != (1, n):
+            raise BundleError(
+                f"bundle {self.path}: the model outputs {list(out.shape)} for one image, "
                 f"but the card lists {n} classes"
+                + (
+                    '; one logit for two classes is `score = "sigmoid"`'
+                    if out.shape[-1] == 1
+                    else ""
+                )
             )
 
     def target_layer_paths(self, model: nn.Module) -> list[str]:
@@ -281,6 +307,18 @@ def describe_bundle(
         f"Parameters:    {count_parameters(model):,}",
         f"Head:          {head[0] if head else 'not found'}",
     ]
+    if card.output_key or card.output_index is not None or card.score != "softmax":
+        entry = (
+            f"[{card.output_key!r}]"
+            if card.output_key
+            else (f"[{card.output_index}]" if card.output_index is not None else "")
+        )
+        how = (
+            "one logit z, p(" + card.classes[1] + ") = sigmoid(z)"
+            if card.score == "sigmoid"
+            else "softmax"
+        )
+        lines.append(f"Output:        network output{entry}, {how}")
     if card.description:
         lines.append(f"Description:   {card.description}")
     layers = bundle.target_layer_paths(model)

@@ -153,7 +153,11 @@ class LoadReport:
 
 
 def load_into(
-    model: nn.Module, state: dict[str, torch.Tensor], classes: list[str], strict: bool = True
+    model: nn.Module,
+    state: dict[str, torch.Tensor],
+    classes: list[str],
+    strict: bool = True,
+    n_outputs: int | None = None,
 ) -> LoadReport:
     """Load `state` into `model` (converting e.g. fp16 to the model's dtype).
 
@@ -161,6 +165,7 @@ def load_into(
     WeightsError naming the first few of each. Not strict: missing and unexpected keys are
     allowed and listed in the returned report; shapes must still agree, and at least one key
     must match (a checkpoint of another network is never "loaded" as nothing at all).
+    `n_outputs`: the head's logits per image when not one per class (1 for a sigmoid head).
     """
     model_state = model.state_dict()
     state, dropped = align_keys(state, set(model_state))
@@ -169,10 +174,14 @@ def load_into(
         head_name, _ = head
         key = f"{head_name}.weight"
         if key in state and key in model_state and state[key].shape != model_state[key].shape:
+            n = len(classes) if n_outputs is None else n_outputs
+            lists = f"{len(classes)} classes" + (
+                ' with one logit (score = "sigmoid")' if n != len(classes) else ""
+            )
             raise WeightsError(
-                f"the card lists {len(classes)} classes but the weights' classification head "
+                f"the card lists {lists} but the weights' classification head "
                 f"`{head_name}` has {state[key].shape[0]} outputs ({key} has shape "
-                f"{list(state[key].shape)}; a {len(classes)}-class head would be "
+                f"{list(state[key].shape)}; a {n}-output head would be "
                 f"{list(model_state[key].shape)})"
             )
     missing = [k for k in model_state if k not in state and not k.endswith("num_batches_tracked")]
