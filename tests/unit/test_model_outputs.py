@@ -148,3 +148,38 @@ def test_sigmoid_card_needs_two_classes_and_matching_weights(tmp_path: Path) -> 
     one = _bundle(tmp_path / "o", "red_green_logit_net", RedGreenLogitNet().state_dict())
     with pytest.raises(BundleError, match=r"lists 2 classes but .* has 1 outputs"):
         one.build_model(trust_code=True)
+
+
+def test_sigmoid_bundle_end_to_end_through_analysis(tmp_path: Path) -> None:
+    """analyze stores p = sigmoid(z) and each image's map explains its predicted class."""
+    from PIL import Image as PILImage
+
+    from fundus_review.app.analyze import AnalysisRequest, Finished, run_analysis
+    from fundus_review.inference.trust import grant
+    from fundus_review.store import repo
+    from fundus_review.store.db import open_database
+    from fundus_review.store.schema import Image, Prediction
+
+    grant(MODULE)  # tests/conftest.py revokes it after the test
+    data = tmp_path / "data"
+    data.mkdir()
+    x = _spots()
+    for i, name in enumerate(("pos.png", "neg.png")):
+        pixels = (x[i].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+        PILImage.fromarray(pixels).save(data / name)
+    card = dict(classes=["neg", "pos"], score="sigmoid", mean=(0, 0, 0), std=(1, 1, 1))
+    bundle = _bundle(tmp_path / "b", "red_green_logit_net", RedGreenLogitNet().state_dict(), **card)
+    events = list(run_analysis(AnalysisRequest(data, bundle.path, ["gradcam"], tmp_path / "a.db")))
+    fin = events[-1]
+    assert isinstance(fin, Finished) and fin.computed == 2 and not fin.failed
+    with torch.no_grad():
+        p_pos = torch.sigmoid(RedGreenLogitNet()(x)[:, 0]).numpy()
+    with open_database(tmp_path / "a.db") as db, db.session() as s:
+        (run_id,) = fin.run_ids.values()
+        for image in s.query(Image).all():
+            i = 0 if image.rel_path == "pos.png" else 1
+            pred = s.query(Prediction).filter_by(image_id=image.id).one()
+            np.testing.assert_allclose(pred.probs, [1 - p_pos[i], p_pos[i]], rtol=1e-5)
+            hm, _, target = repo.load_heatmap(s, run_id, image)
+            assert target == 1 - i  # pos.png is predicted pos, neg.png neg
+            assert _near(_peak(hm), (10, 12) if i == 0 else (45, 50)), image.rel_path
