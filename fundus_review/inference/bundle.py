@@ -14,6 +14,10 @@ Example card::
     target_layers = ["layer4[-1]"]          # optional; family default otherwise
     weights = "model.safetensors"
     description = "..."
+    strict_weights = true                   # false: load matching keys, list the rest
+    output_key = "logits"                   # optional: a dict output's logits entry, or
+                                            # output_index = 0 for a tuple output
+    score = "softmax"                       # "sigmoid": one logit, classes = [neg, pos]
 
     [training]                              # free-form, kept in ModelCard.extra["training"]
     epochs = 10
@@ -26,7 +30,8 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass, replace
+import warnings
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -45,9 +50,14 @@ from fundus_review.inference.card import (  # noqa: F401 - re-exported: the bund
     ModelCard,
     read_card,
 )
+from fundus_review.inference.outputs import OutputAdapter, OutputError, attach, describe_output
 from fundus_review.inference.toml_writer import dump_toml
 from fundus_review.inference.trust import UntrustedCodeError
-from fundus_review.inference.weights import WeightsError, load_into, read_weights
+from fundus_review.inference.weights import LoadReport, WeightsError, load_into, read_weights
+
+
+class PartialWeightsWarning(UserWarning):
+    """A bundle with `strict_weights = false` loaded without some of its network's keys."""
 
 
 @dataclass
@@ -56,6 +66,8 @@ class ModelBundle:
     card: ModelCard
     weights_path: Path
     weights_sha256: str
+    # How the weights went in, set by the latest build_model (None before the first).
+    load_report: LoadReport | None = field(default=None, compare=False)
 
     def build_model(
         self,
@@ -78,7 +90,7 @@ class ModelBundle:
         try:
             model = build_architecture(
                 card.architecture,
-                len(card.classes),
+                card.n_outputs,
                 card.input_size,
                 kwargs,
                 trust_code=trust_code,
@@ -91,12 +103,33 @@ class ModelBundle:
                 f"bundle {self.path}: cannot build architecture {card.architecture!r}: {exc}"
             ) from exc
         try:
-            load_into(model, read_weights(self.weights_path), card.classes)
+            report = load_into(
+                model,
+                read_weights(self.weights_path),
+                card.classes,
+                strict=card.strict_weights,
+                n_outputs=card.n_outputs,
+            )
         except WeightsError as exc:
             raise BundleError(
                 f"bundle {self.path} ({self.weights_path.name}): {exc}. Copy the bundle again if "
                 "the file is damaged, or make the card describe the network the weights are from"
             ) from exc
+        self.load_report = report
+        if report.partial:
+            # Never a silent partial load: the card allowed it, the user still hears which keys.
+            warnings.warn(
+                f"bundle {self.path} ({self.weights_path.name}) loaded partially "
+                f"(strict_weights = false): {report.summary()}",
+                PartialWeightsWarning,
+                stacklevel=2,
+            )
+        attach(
+            model,
+            OutputAdapter(
+                output_key=card.output_key, output_index=card.output_index, score=card.score
+            ),
+        )
         model.eval()
         model.to(device)
         if check_input:
@@ -130,17 +163,29 @@ class ModelBundle:
         try:
             with torch.no_grad():
                 out = model(torch.zeros(1, 3, h, w, device=device))
+        except OutputError as exc:
+            raise BundleError(f"bundle {self.path} ({CARD_FILE}): {exc}") from exc
         except Exception as exc:  # noqa: BLE001 - report the size problem, not a traceback
             raise BundleError(
                 f"bundle {self.path}: the model does not accept input_size {[h, w]}: "
                 f"{str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__}"
             ) from exc
         n = len(self.card.classes)
-        if not isinstance(out, torch.Tensor) or tuple(out.shape) != (1, n):
-            shape = list(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        if not isinstance(out, torch.Tensor):
             raise BundleError(
-                f"bundle {self.path}: the model outputs {shape} for one image, "
+                f"bundle {self.path}: the model returns {describe_output(out)}, not a logits "
+                "tensor: name the logits entry in the card with `output_key` (a dict) or "
+                "`output_index` (a tuple)"
+            )
+        if tuple(out.shape) != (1, n):
+            raise BundleError(
+                f"bundle {self.path}: the model outputs {list(out.shape)} for one image, "
                 f"but the card lists {n} classes"
+                + (
+                    '; one logit for two classes is `score = "sigmoid"`'
+                    if out.shape[-1] == 1
+                    else ""
+                )
             )
 
     def target_layer_paths(self, model: nn.Module) -> list[str]:
@@ -227,6 +272,16 @@ def _short(value: object, limit: int = 100) -> str:
     return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
+def _load_line(report: LoadReport | None) -> str:
+    if report is None:
+        return "not loaded"
+    how = "strict" if report.strict else "not strict (strict_weights = false)"
+    text = f"{how}, " + (f"PARTIAL: {report.summary(limit=20)}" if report.partial else "complete")
+    if report.ignored:
+        text += f"; {len(report.ignored)} training-wrapper keys ignored"
+    return text
+
+
 def describe_bundle(
     bundle: ModelBundle, device: str | torch.device = "cpu", trust_code: bool = False
 ) -> str:
@@ -248,9 +303,22 @@ def describe_bundle(
         + (f", crop_pct={card.crop_pct}" if card.resize == "center_crop" else ""),
         f"Mean / std:    {list(card.mean)} / {list(card.std)}",
         f"Weights:       {bundle.weights_path.name} (sha256 {bundle.weights_sha256})",
+        f"Weights load:  {_load_line(bundle.load_report)}",
         f"Parameters:    {count_parameters(model):,}",
         f"Head:          {head[0] if head else 'not found'}",
     ]
+    if card.output_key or card.output_index is not None or card.score != "softmax":
+        entry = (
+            f"[{card.output_key!r}]"
+            if card.output_key
+            else (f"[{card.output_index}]" if card.output_index is not None else "")
+        )
+        how = (
+            "one logit z, p(" + card.classes[1] + ") = sigmoid(z)"
+            if card.score == "sigmoid"
+            else "softmax"
+        )
+        lines.append(f"Output:        network output{entry}, {how}")
     if card.description:
         lines.append(f"Description:   {card.description}")
     layers = bundle.target_layer_paths(model)

@@ -18,12 +18,14 @@ from fundus_review.errors import BundleError
 CARD_FILE = "model.toml"
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
 WEIGHTS_FILE = "model.safetensors"
+SCORES = ("softmax", "sigmoid")  # how logits become class probabilities (inference/outputs.py)
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 MIN_INPUT, MAX_INPUT = 16, 4096
 _KNOWN_FIELDS = {
     "name", "architecture", "classes", "input_size", "resize", "crop_pct",
-    "mean", "std", "target_layers", "weights", "description",
+    "mean", "std", "target_layers", "weights", "description", "strict_weights",
+    "output_key", "output_index", "score",
 }  # fmt: skip
 
 
@@ -40,6 +42,14 @@ class ModelCard:
     target_layers: list[str] = field(default_factory=list)
     weights: str = WEIGHTS_FILE
     description: str = ""
+    # False: load the checkpoint's matching keys and list the missing/unexpected ones
+    # (bundle.py warns and `model inspect` shows them) instead of refusing the bundle.
+    strict_weights: bool = True
+    # A network returning a dict / tuple: the entry holding the logits (inference/outputs.py).
+    output_key: str = ""
+    output_index: int | None = None
+    # "sigmoid": one logit z, p(classes[1]) = sigmoid(z); classes must be [negative, positive].
+    score: str = "softmax"
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -79,6 +89,22 @@ class ModelCard:
             raise ValueError(f"`weights` must be a file name inside the bundle, got {w!r}")
         if not isinstance(self.description, str):
             raise ValueError("`description` must be a string")
+        if not isinstance(self.strict_weights, bool):
+            raise ValueError(f"`strict_weights` must be true or false, got {self.strict_weights!r}")
+        if not isinstance(self.output_key, str):
+            raise ValueError(f"`output_key` must be a string, got {self.output_key!r}")
+        index = self.output_index
+        if index is not None and (not isinstance(index, int) or isinstance(index, bool)):
+            raise ValueError(f"`output_index` must be an integer, got {index!r}")
+        if self.output_key and index is not None:
+            raise ValueError("give `output_key` (dict output) or `output_index` (tuple), not both")
+        if self.score not in SCORES:
+            raise ValueError(f"`score` is {self.score!r}; expected one of {', '.join(SCORES)}")
+        if self.score == "sigmoid" and len(self.classes) != 2:
+            raise ValueError(
+                '`score = "sigmoid"` is one logit for two classes: `classes` must be '
+                f"[negative, positive], got {self.classes}"
+            )
         if not isinstance(self.extra, dict):
             raise ValueError("`extra` must be a dict")
 
@@ -97,8 +123,21 @@ class ModelCard:
             "weights": self.weights,
             "description": self.description,
         }
+        if not self.strict_weights:  # the default is not written: cards stay as they were
+            doc["strict_weights"] = False
+        if self.output_key:
+            doc["output_key"] = self.output_key
+        if self.output_index is not None:
+            doc["output_index"] = self.output_index
+        if self.score != "softmax":
+            doc["score"] = self.score
         doc.update(self.extra)
         return doc
+
+    @property
+    def n_outputs(self) -> int:
+        """How many logits the network itself returns per image (1 for a sigmoid head)."""
+        return 1 if self.score == "sigmoid" else len(self.classes)
 
     @classmethod
     def from_dict(cls, doc: dict, default_name: str = "model") -> ModelCard:

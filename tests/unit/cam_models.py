@@ -33,3 +33,55 @@ class RedSpotNet(nn.Module):
 
 def red_spot_net(num_classes: int = 2, **_: object) -> nn.Module:
     return RedSpotNet(num_classes)
+
+
+class DictOutputNet(RedSpotNet):
+    """RedSpotNet returning a dict, as many research models do: the logits under "logits"."""
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:  # type: ignore[override]
+        pooled = self.pool(self.features(x)).flatten(1)
+        return {"embedding": pooled, "logits": self.head(pooled)}
+
+
+class TupleOutputNet(RedSpotNet):
+    """RedSpotNet returning (embedding, logits)."""
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+        pooled = self.pool(self.features(x)).flatten(1)
+        return pooled, self.head(pooled)
+
+
+class RedGreenLogitNet(nn.Module):
+    """A sigmoid binary head: one logit z = mean(red) - mean(green) of the ReLU'd input.
+
+    Grad-CAM of the positive class (target +z) is ReLU(red - green), maximal on the reddest
+    pixel; of the negative class (target -z) ReLU(green - red), maximal on the greenest.
+    """
+
+    def __init__(self, num_classes: int = 1) -> None:
+        super().__init__()
+        conv = nn.Conv2d(3, 2, kernel_size=1)
+        with torch.no_grad():
+            conv.weight.copy_(torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]).view(2, 3, 1, 1))
+            conv.bias.zero_()
+        self.features = nn.Sequential(conv, nn.ReLU())
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(2, num_classes)
+        with torch.no_grad():
+            self.head.weight.copy_(torch.tensor([1.0, -1.0]).repeat(num_classes, 1))
+            self.head.bias.zero_()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.pool(self.features(x)).flatten(1))
+
+
+def dict_output_net(num_classes: int = 2, **_: object) -> nn.Module:
+    return DictOutputNet(num_classes)
+
+
+def tuple_output_net(num_classes: int = 2, **_: object) -> nn.Module:
+    return TupleOutputNet(num_classes)
+
+
+def red_green_logit_net(num_classes: int = 1, **_: object) -> nn.Module:
+    return RedGreenLogitNet(num_classes)
