@@ -114,3 +114,22 @@ def test_drishti_vertical_cdr_agrees_with_the_experts_mean(tmp_path: Path) -> No
     assert agreement.mad.n == 50
     assert agreement.mad.mean < 0.03
     assert agreement.mad.ci_low < agreement.mad.mean < agreement.mad.ci_high
+
+
+def test_export_cdr_cli_writes_one_row_per_image_and_reviewer(tmp_path: Path) -> None:
+    from fundus_review.cli.main import main
+
+    _seed(tmp_path / "c.db", tmp_path / "toy")
+    out = tmp_path / "cdr.csv"
+    assert main(["export", "cdr", str(out), "--db", str(tmp_path / "c.db")]) == 0
+    lines = out.read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "dataset,image,image_id,reviewer,vertical,horizontal,area,dataset_cdr"
+    assert lines[1] == "toy,a.jpg,1,ann,0.500000,0.500000,0.125000,0.500000"
+    assert lines[3] == "toy,b.jpg,2,ann,0.750000,0.250000,0.187500,"
+    assert len(lines) == 4
+    assert (
+        main(["export", "cdr", str(out), "--db", str(tmp_path / "c.db"), "--reviewer", "bob"]) == 0
+    )
+    assert out.read_text(encoding="utf-8").splitlines()[1:] == [
+        "toy,a.jpg,1,bob,0.250000,0.250000,0.062500,0.500000"
+    ]
