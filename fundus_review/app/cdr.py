@@ -21,6 +21,7 @@ from fundus_review.core import geometry
 from fundus_review.core.cdr import cup_disc_ratio
 from fundus_review.core.stats import Summary, summarize
 from fundus_review.data.csv_columns import numeric_column
+from fundus_review.errors import FundusReviewError
 from fundus_review.store import repo, repo_exchange
 from fundus_review.store.db import Database
 
@@ -80,8 +81,15 @@ def cdr_rows(
         ds_ids = resolve_dataset_ids(s, dataset)
         rev_ids = None
         if reviewers is not None:
-            wanted = {" ".join(r.split()) for r in reviewers}
-            rev_ids = [r.id for r in repo.list_reviewers(s) if r.name in wanted]
+            known = {r.name: r.id for r in repo.list_reviewers(s)}
+            wanted = [" ".join(r.split()) for r in reviewers]
+            unknown = [w for w in wanted if w not in known]
+            if unknown:
+                listed = ", ".join(sorted(known)) or "none"
+                raise FundusReviewError(
+                    f"no reviewer {unknown[0]!r} in the database; known: {listed}"
+                )
+            rev_ids = [known[w] for w in wanted]
         anns = repo_exchange.annotations_for_export(s, ds_ids, rev_ids, (DISC, CUP))
         pairs: dict[tuple[int, int], set[str]] = {}
         info: dict[tuple[int, int], tuple[int, str, str, str]] = {}

@@ -11,6 +11,7 @@ import pytest
 
 from fundus_review.app.cdr import against_dataset, between_reviewers, cdr_rows
 from fundus_review.app.importing import import_masks, register_dataset
+from fundus_review.errors import FundusReviewError
 from fundus_review.store import repo
 from fundus_review.store.db import open_database
 from tests.conftest import SHARED_DATA
@@ -78,6 +79,11 @@ def test_reviewer_filter_and_no_csv(tmp_path: Path) -> None:
         rows = cdr_rows(db, reviewers=["bob"])
     assert [(r.image, r.reviewer, r.dataset_cdr) for r in rows] == [("a.jpg", "bob", None)]
     assert against_dataset(rows) == [] and between_reviewers(rows) == []
+    with (
+        open_database(tmp_path / "c.db") as db,
+        pytest.raises(FundusReviewError, match="'dan'.*ann, bob, cat"),
+    ):
+        cdr_rows(db, reviewers=["dan"])
 
 
 def _shared_data() -> Path:
