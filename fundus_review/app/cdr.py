@@ -99,6 +99,12 @@ def cdr_rows(
             img = ann.image
             info[key] = (img.dataset_id, img.dataset.name, img.rel_path, ann.reviewer.name)
         roots = {d.id: d.root for d in repo.list_datasets(s)}
+        # Every image of the dataset, not only the measured ones: the CSV's names are matched
+        # leniently (by stem too), and that is only unambiguous against the whole dataset.
+        all_rels = {
+            ds_id: [img.rel_path for img in repo.dataset_images(s, ds_id)]
+            for ds_id in {v[0] for v in info.values()}
+        }
         measured: list[tuple[int, CdrRow]] = []  # (dataset id, row without dataset_cdr yet)
         for key, structures in pairs.items():
             if structures != {DISC, CUP}:
@@ -112,10 +118,8 @@ def cdr_rows(
                          ratio.area, None)  # fmt: skip
             measured.append((ds_id, row))
     # Outside the session: reading a CSV must not hold the database open.
-    rels: dict[int, set[str]] = {}
-    for ds_id, row in measured:
-        rels.setdefault(ds_id, set()).add(row.image)
-    expert = {ds_id: _dataset_cdr(roots[ds_id], sorted(r)) for ds_id, r in rels.items()}
+    wanted = {ds_id for ds_id, _row in measured}
+    expert = {ds_id: _dataset_cdr(roots[ds_id], all_rels[ds_id]) for ds_id in wanted}
     rows = [replace(row, dataset_cdr=expert[ds_id].get(row.image)) for ds_id, row in measured]
     return sorted(rows, key=lambda r: (r.dataset, r.image, r.reviewer))
 

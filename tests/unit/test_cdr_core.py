@@ -64,3 +64,18 @@ def test_split_cup_spans_its_gap_and_shapes_must_match() -> None:
     assert cup_disc_ratio(disc, cup).vertical == pytest.approx(12 / 30)
     with pytest.raises(ValueError):
         cup_disc_ratio(disc, cup[:, :10])
+
+
+def test_numeric_column_matches_names_and_skips_bad_values(tmp_path) -> None:  # noqa: ANN001
+    from fundus_review.data.csv_columns import numeric_column
+
+    (tmp_path / "labels.csv").write_text(
+        "image;diagnosis;CDR expert mean\n"
+        "a;glaucoma;0.7\nb.jpg;normal;n/a\nsub/c.png;normal;0.3\nx.jpg;normal;0.4\nd.jpg;normal;nan\n"
+    )
+    rels = ["a.jpg", "b.jpg", "sub/c.png", "one/x.jpg", "two/x.jpg", "d.jpg"]
+    # Stems and header spelling are matched as for labels; "x.jpg" is ambiguous, "n/a" not a number.
+    got = numeric_column(tmp_path, rels, "cdr_expert_mean")
+    assert got == {"a.jpg": 0.7, "sub/c.png": 0.3}
+    assert numeric_column(tmp_path, rels, "vcdr") == {}
+    assert numeric_column(tmp_path / "nowhere", rels, "cdr_expert_mean") == {}
