@@ -1,4 +1,4 @@
-"""`fundus-review export masks|coco|verdicts ...` and `fundus-review import-labelme ...`.
+"""`fundus-review export masks|coco|verdicts|cdr ...` and `fundus-review import-labelme ...`.
 
 Register with ``add_exchange_parsers(sub)`` in ``cli.build_parser``. Qt-free; heavy imports
 happen when a command runs.
@@ -78,6 +78,16 @@ def cmd_export_verdicts(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_cdr(args: argparse.Namespace) -> int:
+    from fundus_review.exchange.cdr import export_cdr
+
+    sel = _selection(args)
+    with _open(args) as db:
+        n = export_cdr(db, args.out, sel.dataset, sel.reviewers)
+    print(f"Wrote {n} cup-to-disc ratios (image x reviewer with a disc and a cup) to {args.out}")
+    return 0
+
+
 def _label_map(items: list[str] | None) -> dict[str, str]:
     out: dict[str, str] = {}
     for item in items or []:
@@ -108,7 +118,9 @@ def cmd_import_labelme(args: argparse.Namespace) -> int:
 
 
 def add_exchange_parsers(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("export", help="export expert regions (masks, COCO) or verdicts (CSV)")
+    p = sub.add_parser(
+        "export", help="export expert regions (masks, COCO), verdicts or cup-to-disc ratios (CSV)"
+    )
     esub = p.add_subparsers(dest="export_command", required=True)
 
     q = esub.add_parser("masks", help="mask PNGs in the masks/<structure>/<stem>.png layout")
@@ -134,6 +146,12 @@ def add_exchange_parsers(sub: argparse._SubParsersAction) -> None:
     _filters(q, structures=False)
     add_db_option(q)
     q.set_defaults(func=cmd_export_verdicts)
+
+    q = esub.add_parser("cdr", help="CSV of cup-to-disc ratios, one row per image x reviewer")
+    q.add_argument("out", type=Path, help="output .csv file")
+    _filters(q, structures=False)
+    add_db_option(q)
+    q.set_defaults(func=cmd_export_cdr)
 
     p = sub.add_parser("import-labelme", help="import labelme JSON annotations as expert regions")
     p.add_argument("dataset", type=Path, help="the dataset folder the annotations belong to")

@@ -167,6 +167,7 @@ def _analyse(
     from fundus_review.report.aggregates import agreement_rows, build_aggregates
     from fundus_review.report.files import Findings
     from fundus_review.report.gallery import build_galleries
+    from fundus_review.report.sections_cdr import collect_cdr
     from fundus_review.report.trust_sections import collect_trust
 
     data = _collect(db, req, scoring, say)
@@ -186,7 +187,10 @@ def _analyse(
     )
     say("reading the trust checks")
     trust = collect_trust(db, data, req.seed)
-    return Findings(data, heat, aggs, agreement_rows(data), gallery_index, trust), galleries
+    say("measuring cup-to-disc ratios")
+    cdr = collect_cdr(db, data, req.seed, req.n_resamples)
+    found = Findings(data, heat, aggs, agreement_rows(data), gallery_index, trust, cdr)
+    return found, galleries
 
 
 def _collect(db: Database, req: ReportRequest, scoring: ScoringSummary, say: Say) -> ReportData:
@@ -230,6 +234,7 @@ def _draw(
     from fundus_review.report.document import Plot
     from fundus_review.report.figures import mean_heatmap_plot
     from fundus_review.report.html import figure_png
+    from fundus_review.report.sections_cdr import cdr_section
     from fundus_review.report.trust_sections import findings, trust_section
 
     say("drawing plots")
@@ -246,6 +251,7 @@ def _draw(
         settings=req.settings(datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")),
         findings=findings(data, found.trust),
         trust=trust_section(data, found.trust),
+        cdr=cdr_section(found.cdr),
     )
     # Every plot of the document, the headline's included, rendered once for both formats.
     plots = [b for sec in doc.sections for b in sec.blocks if isinstance(b, Plot)]

@@ -54,6 +54,7 @@ def build_document(
     settings: dict[str, Any],
     findings: TrustFindings | None = None,
     trust: Section | None = None,
+    cdr: Section | None = None,
 ) -> Document:
     n_images = len({r.image_id for r in data.results})
     subtitle = [
@@ -77,6 +78,7 @@ def build_document(
             headline_runs(data), idx, data.structures, data.reviewers, baseline_names(data)
         ),
         *([trust] if trust is not None else []),
+        *([cdr] if cdr is not None else []),  # after the trust checks: the clinician's measure
         run_section(data, **settings),
     ]
     if not data.rows:

@@ -39,12 +39,14 @@ class Findings:
     agreements: list[dict[str, Any]]
     gallery_index: list[dict[str, Any]]
     trust: Any = None  # report.trust_sections.TrustResults: the stored trust checks
+    cdr: Any = None  # report.sections_cdr.CdrFindings; None when no image has a disc and a cup
 
 
 def report_json(
     request: ReportRequest, found: Findings, doc: Document | None = None
 ) -> dict[str, Any]:
     """report.json: every table plus what was run; no clock time, so it is reproducible."""
+    from fundus_review.report.sections_cdr import cdr_json
     from fundus_review.report.trust_sections import trust_json
 
     data, r = found.data, request
@@ -84,6 +86,8 @@ def report_json(
         # The first page's sentences, as a clinician reads them.
         "headline": [b.text for b in headline.blocks if isinstance(b, Para)] if headline else [],
         "trust": trust_json(data, found.trust) if found.trust is not None else None,
+        # Cup-to-disc ratios per image x reviewer and their comparisons (None: no disc + cup).
+        "cdr": cdr_json(found.cdr),
     }
 
 
