@@ -90,6 +90,8 @@ def _explain(orig: BaseException | None) -> str:
             f"the database is read-only ({text}); nothing was written: make the file and its "
             "folder writable, or open a copy"
         )
+    if "foreign key" in text.lower():  # SQLite and PostgreSQL word it differently
+        return f"other rows still refer to this one (FOREIGN KEY constraint): {text}"
     if "malformed" in text or "not a database" in text:
         return f"the database file is damaged ({text}); restore it from a backup"
     return f"database error: {text}"
