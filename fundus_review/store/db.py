@@ -166,7 +166,10 @@ def open_database(url_or_path: str | Path, *, migrations_dir: Path | None = None
     try:
         engine = create_engine(url, **kwargs)
     except (ArgumentError, NoSuchModuleError, ImportError) as exc:
-        raise StoreError(f"{display}: cannot use this database URL ({exc})") from None
+        hint = ""
+        if isinstance(exc, ImportError) and url.get_backend_name() == "postgresql":
+            hint = '; for PostgreSQL install the driver: pip install -e ".[postgres]"'
+        raise StoreError(f"{display}: cannot use this database URL ({exc}){hint}") from None
     if is_sqlite:
         _configure_sqlite(engine)
     try:
