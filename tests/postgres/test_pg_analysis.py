@@ -52,6 +52,7 @@ def _analyse_and_score(data: Path, bundle: Path, url: str | Path, tmp: Path) -> 
     return db
 
 
+@pytest.mark.slow
 def test_analysis_and_scores_on_postgresql_equal_sqlite(pg_url: str, tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()

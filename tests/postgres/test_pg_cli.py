@@ -23,6 +23,8 @@ def _count(url: str, table: str) -> int:
         engine.dispose()
 
 
+@pytest.mark.slow
+@pytest.mark.torch  # runs a model (the folder rule in tests/conftest.py cannot see it)
 def test_analyze_import_masks_and_report_against_a_server(
     pg_url: str,
     tmp_path: Path,

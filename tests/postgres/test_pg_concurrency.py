@@ -9,6 +9,8 @@ import json
 import multiprocessing as mp
 from pathlib import Path
 
+import pytest
+
 from fundus_review.core.geometry import Ellipse
 from fundus_review.review.editor import Editor, ReadOnlyRegion, UndoHistory, load_regions
 from fundus_review.store import open_database, repo
@@ -54,6 +56,7 @@ def _annotate(url: str, image_id: int, index: int, barrier: mp.Barrier, out: mp.
         out.put((index, seen, refused))
 
 
+@pytest.mark.slow
 def test_reviewers_in_separate_processes_lose_nothing(pg_url: str, tmp_path: Path) -> None:
     with open_database(pg_url) as db, db.session() as s:
         ds = repo.get_or_create_dataset(s, tmp_path / "data")
