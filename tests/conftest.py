@@ -43,7 +43,12 @@ _TORCH_IMPORT = re.compile(
     r"from fundus_review\.app\.analyze|from tests\.unit\.cam_models)",
     re.MULTILINE,
 )
-_FOLDER_MARKERS = {"gui": "gui", "e2e": "e2e", "reliability": "reliability"}
+_FOLDER_MARKERS = {
+    "gui": "gui",
+    "e2e": "e2e",
+    "reliability": "reliability",
+    "postgres": "postgres",
+}
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -90,6 +90,8 @@ def _explain(orig: BaseException | None) -> str:
             f"the database is read-only ({text}); nothing was written: make the file and its "
             "folder writable, or open a copy"
         )
+    if "foreign key" in text.lower():  # SQLite and PostgreSQL word it differently
+        return f"other rows still refer to this one (FOREIGN KEY constraint): {text}"
     if "malformed" in text or "not a database" in text:
         return f"the database file is damaged ({text}); restore it from a backup"
     return f"database error: {text}"
@@ -164,7 +166,10 @@ def open_database(url_or_path: str | Path, *, migrations_dir: Path | None = None
     try:
         engine = create_engine(url, **kwargs)
     except (ArgumentError, NoSuchModuleError, ImportError) as exc:
-        raise StoreError(f"{display}: cannot use this database URL ({exc})") from None
+        hint = ""
+        if isinstance(exc, ImportError) and url.get_backend_name() == "postgresql":
+            hint = '; for PostgreSQL install the driver: pip install -e ".[postgres]"'
+        raise StoreError(f"{display}: cannot use this database URL ({exc}){hint}") from None
     if is_sqlite:
         _configure_sqlite(engine)
     try:

@@ -119,6 +119,14 @@ def test_bad_url_gives_store_error() -> None:
         open_database("nosuchdriver://host/db")
 
 
+def test_a_missing_postgresql_driver_names_the_extra_to_install() -> None:
+    # pg8000 is a PostgreSQL driver this project never installs, so its import always fails.
+    with pytest.raises(
+        StoreError, match=r"No module named 'pg8000'.*pip install -e \"\.\[postgres\]\""
+    ):
+        open_database("postgresql+pg8000://user@127.0.0.1:1/db")
+
+
 def test_session_commits_on_success_and_rolls_back_on_error(tmp_path: Path) -> None:
     with open_database(tmp_path / "tx.db") as db:
         with db.session() as s:
