@@ -141,6 +141,26 @@ def cmd_trust(args: argparse.Namespace) -> int:
     return 0
 
 
+def _with_bar(opts: TrustOptions, what: str, check: Callable, db, model) -> None:  # noqa: ANN001
+    """Run one costly check (run_randomization / run_faithfulness: same keywords) with a
+    progress bar and print its per-image problems; the results are in the database."""
+    progress, close = _bar(opts.quiet, what)
+    try:
+        summary = check(
+            db,
+            model,
+            opts.methods,
+            sample=opts.sample,
+            seed=opts.seed,
+            device=opts.device or "auto",
+            progress=progress,
+            force=opts.force,
+        )
+    finally:
+        close()
+    _problems(summary.problems)
+
+
 def _problems(problems: list) -> None:
     for where, why in problems:
         print(f"  skipped {where}: {why}", file=sys.stderr)
@@ -153,21 +173,7 @@ def _randomization(db, opts: TrustOptions, model_id: int, name: str) -> None:  #
         randomization_verdicts,
     )
 
-    progress, close = _bar(opts.quiet, "randomisation")
-    try:
-        summary = run_randomization(
-            db,
-            model_id,
-            opts.methods,
-            sample=opts.sample,
-            seed=opts.seed,
-            device=opts.device or "auto",
-            progress=progress,
-            force=opts.force,
-        )
-    finally:
-        close()
-    _problems(summary.problems)
+    _with_bar(opts, "randomisation", run_randomization, db, model_id)
     rows = randomization_similarity(db, model_id, opts.methods, sample=opts.sample, seed=opts.seed)
     for v in randomization_verdicts(rows):
         print(f"{name}: randomisation: {v.text}")
@@ -177,21 +183,7 @@ def _faithfulness(db, opts: TrustOptions, bundle: Path, model_id: int) -> None: 
     from fundus_review.app.faithfulness import faithfulness_table, run_faithfulness
     from fundus_review.report.trust_sections import faithfulness_verdict
 
-    progress, close = _bar(opts.quiet, "faithfulness")
-    try:
-        summary = run_faithfulness(
-            db,
-            bundle,
-            opts.methods,
-            sample=opts.sample,
-            seed=opts.seed,
-            device=opts.device or "auto",
-            progress=progress,
-            force=opts.force,
-        )
-    finally:
-        close()
-    _problems(summary.problems)
+    _with_bar(opts, "faithfulness", run_faithfulness, db, bundle)
     for row in faithfulness_table(db, models=[model_id], methods=opts.methods, seed=opts.seed):
         print(f"{row.model_name}: faithfulness {faithfulness_verdict(row)}: {row.sentence()}")
 

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from fundus_review.core.metrics import describe_metric
-from fundus_review.core.score_tables import aggregate_row, group_rows, paired_values
+from fundus_review.core.score_tables import group_rows, paired_row, paired_values
 from fundus_review.core.stats import paired_difference
 
 Row = Mapping[str, Any]
@@ -102,7 +102,8 @@ def best_baseline_comparisons(
                 _, b, a_vals, b_vals = best
                 d = paired_difference(a_vals, b_vals, n_resamples=n_resamples, ci=ci, seed=seed)
                 out.append(
-                    aggregate_row(
+                    paired_row(
+                        d,
                         table=TABLE,
                         run=run,
                         versus=b,
@@ -110,13 +111,6 @@ def best_baseline_comparisons(
                         group_by="verdict",
                         group=verdict(d.estimate, d.ci_low, d.ci_high, higher),
                         metric=metric,
-                        ci_method="bootstrap",
-                        n=d.n,
-                        n_dropped=d.n_dropped,
-                        estimate=d.estimate,
-                        ci_low=d.ci_low,
-                        ci_high=d.ci_high,
-                        p_value=d.p_value,
                         seed=seed,
                         n_resamples=n_resamples,
                     )

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from fundus_review.core.stats import paired_difference, spearman, summarize
+from fundus_review.core.stats import PairedDifference, paired_difference, spearman, summarize
 
 Row = Mapping[str, Any]
 
@@ -189,7 +189,8 @@ def paired_comparisons(
                 a, b = paired_values(members, run_a, run_b, metric)
                 d = paired_difference(a, b, n_resamples=n_resamples, ci=ci, seed=seed)
                 out.append(
-                    aggregate_row(
+                    paired_row(
+                        d,
                         table=f"paired_{kind}",
                         run=run_a,
                         versus=run_b,
@@ -197,18 +198,25 @@ def paired_comparisons(
                         group_by="",
                         group="",
                         metric=metric,
-                        ci_method="bootstrap",
-                        n=d.n,
-                        n_dropped=d.n_dropped,
-                        estimate=d.estimate,
-                        ci_low=d.ci_low,
-                        ci_high=d.ci_high,
-                        p_value=d.p_value,
                         seed=seed,
                         n_resamples=n_resamples,
                     )
                 )
     return out
+
+
+def paired_row(d: PairedDifference, **fields: Any) -> dict[str, Any]:
+    """The aggregate row of a paired difference (bootstrap CI and sign-flip p over images)."""
+    return aggregate_row(
+        ci_method="bootstrap",
+        n=d.n,
+        n_dropped=d.n_dropped,
+        estimate=d.estimate,
+        ci_low=d.ci_low,
+        ci_high=d.ci_high,
+        p_value=d.p_value,
+        **fields,
+    )
 
 
 def confidence_correlations(
