@@ -181,3 +181,55 @@ def test_an_export_onto_a_full_disk_keeps_the_previous_file(
     assert f"{out / 'optic_disc' / 'im0.png'}: cannot write" in done.stderr
     assert "earlier file there is unchanged" in done.stderr
     assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == previous
+
+
+@pytest.fixture
+def small_tmpfs(tmp_path: Path):  # noqa: ANN201 - yields the mount point
+    """A 256 KiB tmpfs: a real file system that fills up. Needs root (mount); skipped elsewhere,
+    where the file-size-limit drill above covers the same failed write."""
+    import os
+    import subprocess
+
+    point = tmp_path / "small_disk"
+    point.mkdir()
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    done = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(point)], capture_output=True
+    )
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    try:
+        yield point
+    finally:
+        subprocess.run(["umount", "-l", str(point)], check=False)
+
+
+def test_an_export_onto_a_full_tmpfs_keeps_the_previous_file(
+    data: Path, tmp_path: Path, small_tmpfs: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    masks = tmp_path / "masks" / "optic_disc"
+    masks.mkdir(parents=True)
+    hf.save(masks / "im0.png", _mask())
+    db = str(tmp_path / "e.db")
+    assert main(["import-masks", str(data), str(tmp_path / "masks"), "--db", db]) == 0
+    out = small_tmpfs / "out"
+    assert main(["export", "masks", str(out), "--db", db]) == 0
+    previous = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    hf.save(masks / "im0.png", 255 - _mask())
+    assert main(["import-masks", str(data), str(tmp_path / "masks"), "--db", db]) == 0
+    # Fill the disk to the last block.
+    with open(small_tmpfs / "filler", "wb", buffering=0) as f:
+        try:
+            while True:
+                f.write(b"\0" * 4096)
+        except OSError:
+            pass
+    capsys.readouterr()
+    code = main(["export", "masks", str(out), "--db", db])
+    err = capsys.readouterr().err
+    assert code == 2, err
+    assert f"{out / 'optic_disc' / 'im0.png'}: cannot write" in err
+    assert "earlier file there is unchanged" in err
+    assert {p: p.read_bytes() for p in out.rglob("*") if p.is_file()} == previous
+    assert not [p for p in out.rglob("*") if p.is_file() and p not in previous]  # no temp left
