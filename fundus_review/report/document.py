@@ -79,6 +79,15 @@ def num(value: Any, digits: int = 3) -> str:
     return f"{v:.{digits}f}"
 
 
+def interval(value: float | None, low: float | None, high: float | None, digits: int = 3) -> str:
+    """ "value [low, high]" with the same digits throughout; "-" without a value."""
+    if value is None:
+        return "-"
+    if low is None:
+        return num(value, digits)
+    return f"{num(value, digits)} [{num(low, digits)}, {num(high, digits)}]"
+
+
 def with_ci(agg: dict[str, Any] | None, digits: int = 3) -> str:
     """ "mean [low, high]" of an aggregate row."""
     if agg is None or agg.get("estimate") is None:

@@ -17,7 +17,7 @@ from typing import Any
 from fundus_review.app.cdr import CdrAgreement, CdrRow, against_dataset, between_reviewers, cdr_rows
 from fundus_review.core.stats import DEFAULT_RESAMPLES, Correlation, Summary, spearman
 from fundus_review.report.data import ReportData
-from fundus_review.report.document import Para, Section, Table, num
+from fundus_review.report.document import Para, Section, Table, interval
 from fundus_review.store.db import Database
 
 __all__ = ["CdrFindings", "cdr_json", "cdr_section", "collect_cdr"]
@@ -91,19 +91,11 @@ def collect_cdr(
 
 
 def _mad(s: Summary) -> str:
-    if s.mean is None:
-        return "-"
-    if s.ci_low is None:
-        return num(s.mean, 3)
-    return f"{num(s.mean, 3)} [{num(s.ci_low, 3)}, {num(s.ci_high, 3)}]"
+    return interval(s.mean, s.ci_low, s.ci_high, 3)
 
 
 def _rho(c: Correlation) -> str:
-    if c.rho is None:
-        return "-"
-    if c.ci_low is None:
-        return num(c.rho, 2)
-    return f"{num(c.rho, 2)} [{num(c.ci_low, 2)}, {num(c.ci_high, 2)}]"
+    return interval(c.rho, c.ci_low, c.ci_high, 2)
 
 
 def cdr_section(found: CdrFindings | None) -> Section | None:

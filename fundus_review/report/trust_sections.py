@@ -21,7 +21,7 @@ from fundus_review.app.repeatability import RepeatabilityRow, compare_runs, repe
 from fundus_review.core.sampling import DEFAULT_SAMPLE
 from fundus_review.core.stats import Summary
 from fundus_review.report.data import ReportData
-from fundus_review.report.document import Para, Section, Table, num
+from fundus_review.report.document import Para, Section, Table, interval, num
 from fundus_review.report.headline import TrustFindings, lead_first
 from fundus_review.report.headline_data import accuracy_sentences
 from fundus_review.store import repo
@@ -129,11 +129,7 @@ def _hits(pair: tuple[tuple[float | None, int], tuple[float | None, int]] | None
 
 
 def _ci(s: Summary | None) -> str:
-    if s is None or s.mean is None:
-        return "-"
-    if s.ci_low is None:
-        return num(s.mean, 2)
-    return f"{num(s.mean, 2)} [{num(s.ci_low, 2)}, {num(s.ci_high, 2)}]"
+    return "-" if s is None else interval(s.mean, s.ci_low, s.ci_high, 2)
 
 
 def trust_section(data: ReportData, trust: TrustResults) -> Section:

@@ -119,19 +119,25 @@ def test_an_image_path_outside_the_dataset_is_never_followed(data: Path, tmp_pat
             assert len(load_regions(db, registered.image_ids[name])) == 1
 
 
-def test_an_export_into_a_read_only_folder_keeps_the_previous_file(
-    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def _exported_then_changed(data: Path, tmp_path: Path, out: Path) -> tuple[str, Path, dict]:
+    """A disc mask imported and exported into ``out``, then changed in the database: the next
+    export must replace the file or, when it cannot write, leave ``previous`` as it is."""
     masks = tmp_path / "masks" / "optic_disc"
     masks.mkdir(parents=True)
     hf.save(masks / "im0.png", _mask())
     db = str(tmp_path / "e.db")
     assert main(["import-masks", str(data), str(tmp_path / "masks"), "--db", db]) == 0
-    out = tmp_path / "out"
     assert main(["export", "masks", str(out), "--db", db]) == 0
     previous = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
     hf.save(masks / "im0.png", 255 - _mask())  # the region changes, then is exported again
     assert main(["import-masks", str(data), str(tmp_path / "masks"), "--db", db]) == 0
+    return db, out, previous
+
+
+def test_an_export_into_a_read_only_folder_keeps_the_previous_file(
+    data: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    db, out, previous = _exported_then_changed(data, tmp_path, tmp_path / "out")
     capsys.readouterr()
     with hf.read_only(out / "optic_disc"):
         code = main(["export", "masks", str(out), "--db", db])
@@ -151,16 +157,7 @@ def test_an_export_onto_a_full_disk_keeps_the_previous_file(
     import subprocess
     import sys
 
-    masks = tmp_path / "masks" / "optic_disc"
-    masks.mkdir(parents=True)
-    hf.save(masks / "im0.png", _mask())
-    db = str(tmp_path / "e.db")
-    assert main(["import-masks", str(data), str(tmp_path / "masks"), "--db", db]) == 0
-    out = tmp_path / "out"
-    assert main(["export", "masks", str(out), "--db", db]) == 0
-    previous = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    hf.save(masks / "im0.png", 255 - _mask())
-    assert main(["import-masks", str(data), str(tmp_path / "masks"), "--db", db]) == 0
+    db, out, previous = _exported_then_changed(data, tmp_path, tmp_path / "out")
     # The database is opened before the disk "fills" (its WAL index is then already full-size):
     # this drill is about the export, the database's own drills are in test_store_drills.
     code = (
@@ -208,16 +205,7 @@ def small_tmpfs(tmp_path: Path):  # noqa: ANN201 - yields the mount point
 def test_an_export_onto_a_full_tmpfs_keeps_the_previous_file(
     data: Path, tmp_path: Path, small_tmpfs: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    masks = tmp_path / "masks" / "optic_disc"
-    masks.mkdir(parents=True)
-    hf.save(masks / "im0.png", _mask())
-    db = str(tmp_path / "e.db")
-    assert main(["import-masks", str(data), str(tmp_path / "masks"), "--db", db]) == 0
-    out = small_tmpfs / "out"
-    assert main(["export", "masks", str(out), "--db", db]) == 0
-    previous = {p: p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    hf.save(masks / "im0.png", 255 - _mask())
-    assert main(["import-masks", str(data), str(tmp_path / "masks"), "--db", db]) == 0
+    db, out, previous = _exported_then_changed(data, tmp_path, small_tmpfs / "out")
     # Fill the disk to the last block.
     with open(small_tmpfs / "filler", "wb", buffering=0) as f:
         try:
