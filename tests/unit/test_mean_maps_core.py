@@ -51,7 +51,7 @@ def test_a_spot_at_the_same_fov_position_lands_on_the_same_cell(h, w, cx, cy, r,
     centres = grid.centres()
     assert centres[col] == pytest.approx(0.5, abs=grid.cell)
     assert centres[row] == pytest.approx(-0.4, abs=grid.cell)
-    assert values.max() > 0.9  # cells are points sampled bilinearly, not averages
+    assert values.max() > 0.8  # cells are points sampled bilinearly, not averages
 
 
 def test_cells_outside_the_photo_or_the_model_input_are_invalid() -> None:
