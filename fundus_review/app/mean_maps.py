@@ -290,3 +290,34 @@ def mean_map_on_image(group: MeanMapGroup, frame: mm.Frame, shape: tuple[int, in
     peak = np.nanmax(mean) if np.isfinite(mean).any() else 0.0
     back = mm.frame_to_image(mean, group.acc.grid, frame, shape)
     return back / peak if peak > 0 else back
+
+
+def layer_for_image(
+    maps: MeanMapSet,
+    run_id: int,
+    true_class: str | None,
+    predicted_class: str | None,
+    fov: np.ndarray | None,
+    shape: tuple[int, int],
+    max_side: int = 512,
+) -> tuple[np.ndarray, MeanMapGroup] | None:
+    """The app's "dataset mean (this class)" layer: the fov-frame mean map of the image's true
+    class (else its predicted class, else all images of the run), drawn onto a copy of the
+    image's grid with the long side at most ``max_side`` px (the viewer stretches it over the
+    photo). None when the run has no mean map."""
+    g = None
+    for grouping, group in (
+        ("true class", true_class), ("predicted class", predicted_class), ("all", ALL_IMAGES)
+    ):  # fmt: skip
+        if group is not None:
+            g = maps.get(run_id, "fov", grouping, group)
+        if g is not None:
+            break
+    if g is None:
+        return None
+    h, w = (int(s) for s in shape)
+    f = np.ones((h, w), bool) if fov is None or not np.asarray(fov).any() else fov
+    frame = mm.fov_frame(f)
+    k = min(1.0, max_side / max(h, w))
+    small = mm.Frame("fov", frame.cx * k, frame.cy * k, frame.scale * k)
+    return mean_map_on_image(g, small, (max(1, round(h * k)), max(1, round(w * k)))), g

@@ -103,3 +103,21 @@ def test_a_missing_image_file_is_a_problem_not_a_crash(db, tmp_path, cache) -> N
     assert result.images == 4
     assert result.problems and result.problems[0][0] == "img0.png"
     assert "not found" in result.problems[0][1]
+
+
+def test_the_app_layer_picks_the_true_class_then_the_predicted_then_all(db, tmp_path, cache) -> None:
+    from fundus_review.app.mean_maps import layer_for_image
+
+    world = build_world(db, tmp_path / "data", cache)
+    result = mean_maps(db, fov_cache=cache, size=64)
+    run = world["runs"]["shortcut"]
+    fov = np.zeros((1000, 1500), bool)
+    fov[:, 250:1250] = True  # a 1000-px circle's bounding box, centred
+    small, g = layer_for_image(result, run, "b", "a", fov, (1000, 1500), max_side=300)
+    assert (g.grouping, g.group, g.n) == ("true class", "b", 3)
+    assert small.shape == (200, 300)  # the long side capped, the aspect kept
+    y, x = np.unravel_index(int(np.argmax(small)), small.shape)
+    assert x < 0.35 * 300 and y < 0.25 * 200  # top-left, in the photo's corner beside the FOV
+    assert layer_for_image(result, run, None, "a", fov, (1000, 1500))[1].grouping == "predicted class"
+    assert layer_for_image(result, run, "zzz", None, None, (10, 10))[1].grouping == "all"
+    assert layer_for_image(result, 999, "b", "a", fov, (1000, 1500)) is None
