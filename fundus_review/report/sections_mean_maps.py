@@ -26,8 +26,9 @@ from fundus_review.store.db import Database
 __all__ = ["MeanMapFindings", "collect_mean_maps", "mean_maps_json", "mean_maps_section"]
 
 ANCHOR = "mean-maps"
-# A run is flagged when its corners hold at least this share of its mass and the CI's lower end
-# is above a uniform map's share.
+# A run is flagged when the mass outside the FOV (or in the corners) is at least this share and
+# its CI's lower end lies above a uniform map's share.
+OFF_FOV_FLAG = 0.4
 CORNER_FLAG = 0.25
 FRAME_TITLES = {"fov": "field-of-view frame", "disc": "optic-disc frame"}
 
@@ -74,7 +75,9 @@ def _peak(p: dict[str, Any] | None) -> str:
 
 
 def _panel_title(g: MeanMapGroup) -> str:
-    head = {"all": "", "true class": "true ", "predicted class": "pred. ", "outcome": ""}[g.grouping]
+    head = {"all": "", "true class": "true ", "predicted class": "pred. ", "outcome": ""}[
+        g.grouping
+    ]
     return f"{head}{g.group} (n={g.n})"
 
 
@@ -131,7 +134,8 @@ def mean_map_plot(f: MeanMapFindings, frame: str) -> Plot | None:
             "The same maps registered to the expert optic disc (dashed circle: the disc, one "
             "disc radius; the frame spans "
             f"{e:g} disc radii each side), only images with an expert disc. Left eyes are "
-            "mirrored" + (" " if f.maps.mirror else " not ")
+            "mirrored"
+            + (" " if f.maps.mirror else " not ")
             + "so every disc sits like a right eye's: the macula lies to the left, about five "
             "disc radii from the centre. A glaucoma model should light up the centre."
         )
@@ -155,23 +159,40 @@ def _wrap(text: str, width: int = 28) -> str:
     return "\n".join([*lines, line])
 
 
+def _above(share: dict[str, Any] | None, floor: float) -> bool:
+    """A share at least ``floor`` whose CI lies above a uniform map's share."""
+    if not share or share.get("mean") is None or share["mean"] < floor:
+        return False
+    return share.get("uniform") is None or (share.get("ci_low") or 0.0) > share["uniform"]
+
+
+def _ci_pct(share: dict[str, Any]) -> str:
+    return (
+        f"{100 * share['mean']:.0f} % (95 % CI {100 * share['ci_low']:.0f}-"
+        f"{100 * share['ci_high']:.0f} %; a uniform map: {100 * share['uniform']:.0f} %)"
+    )
+
+
 def flagged_runs(f: MeanMapFindings) -> list[str]:
-    """Sentences for runs whose corners hold a clear share of their mass (all images)."""
+    """One sentence per run whose maps clearly sit outside the retina, for all its images or
+    for one true class (a class-specific marker is diluted in the mean over all images)."""
     out = []
-    for row in f.table:
-        if row["frame"] != "fov" or row["grouping"] != "all":
+    for run_id, model, method in f.maps.runs():
+        rows = [
+            r for r in f.table
+            if r["run_id"] == run_id and r["frame"] == "fov" and r["grouping"] in ("all", "true class")
+            and (_above(r.get("off_fov_share"), OFF_FOV_FLAG) or _above(r.get("corner_share"), CORNER_FLAG))
+        ]  # fmt: skip
+        if not rows:
             continue
-        c = row.get("corner_share") or {}
-        if c.get("mean") is None or c["mean"] < CORNER_FLAG:
-            continue
-        if c.get("uniform") is not None and (c.get("ci_low") or 0) <= c["uniform"]:
-            continue
-        label = _label(f, row["run_id"], row["model"], row["method"])
+        worst = max(rows, key=lambda r: r["off_fov_share"]["mean"])
+        where = "all images" if worst["grouping"] == "all" else f"true class {worst['group']}"
         out.append(
-            f"{label}: {100 * c['mean']:.0f} % of the heatmap mass lies in the corners of the "
-            f"photograph (95 % CI {100 * c['ci_low']:.0f}-{100 * c['ci_high']:.0f} %, n = "
-            f"{row['n']}; a uniform map would put {100 * c['uniform']:.0f} % there) and "
-            f"{_peak(row.get('peak_in_corner'))} % of its maps peak there: a corner artifact."
+            f"{_label(f, run_id, model, method)}, {where} (n = {worst['n']}): "
+            f"{_ci_pct(worst['off_fov_share'])} of the heatmap mass lies outside the field of "
+            f"view and {_ci_pct(worst['corner_share'])} in the photograph's corners; "
+            f"{_peak(worst.get('peak_in_corner'))} % of the maps peak in a corner. The model "
+            "looks outside the retina: an artifact, not anatomy."
         )
     return out
 

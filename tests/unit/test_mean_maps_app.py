@@ -121,3 +121,42 @@ def test_the_app_layer_picks_the_true_class_then_the_predicted_then_all(db, tmp_
     assert layer_for_image(result, run, None, "a", fov, (1000, 1500))[1].grouping == "predicted class"
     assert layer_for_image(result, run, "zzz", None, None, (10, 10))[1].grouping == "all"
     assert layer_for_image(result, 999, "b", "a", fov, (1000, 1500)) is None
+
+
+def test_export_mean_maps_command_writes_arrays_pngs_and_numbers(
+    db, tmp_path, cache, monkeypatch, capsys
+) -> None:
+    import csv
+
+    from PIL import Image as PILImage
+
+    from fundus_review.cli.main import main
+
+    world = build_world(db, tmp_path / "data", cache)
+    monkeypatch.setenv("FUNDUS_REVIEW_CACHE", str(tmp_path / "appcache"))
+    # the app's FOV cache is elsewhere: the command recomputes the masks from the photos
+    out = tmp_path / "out"
+    code = main(["export", "mean-maps", str(out), "--db", str(tmp_path / "mm.db"), "--size", "32",
+                 "--model", "shortcut"])  # fmt: skip
+    assert code == 0
+    assert "Wrote 14 mean maps (5 images" in capsys.readouterr().out  # 7 fov + 7 disc panels
+    rows = list(csv.DictReader((out / "mean_maps.csv").open()))
+    assert len(rows) == 14 and {r["model"] for r in rows} == {"shortcut"}
+    first = next(r for r in rows if r["frame"] == "fov" and r["grouping"] == "all")
+    assert first["n"] == "5" and float(first["corner_share"]) > 0.8
+    assert first["peaks_in_corner"] == "5" and first["run_id"] == str(world["runs"]["shortcut"])
+    with np.load(out / first["file"]) as z:
+        assert z["mean"].shape == (32, 32) and z["count"].max() == 5
+        assert z["peak_fraction"].sum() == pytest.approx(1.0)
+        assert np.isnan(z["std"][z["count"] == 0]).all()
+    png = PILImage.open(out / first["file"].replace(".npz", ".png"))
+    assert png.size == (64, 64)
+    meta = (out / "mean_maps.json").read_text()
+    assert '"extent": 1.25' in meta and '"images_with_disc": 4' in meta
+    # nothing to average: a clear message, no folder
+    empty = open_database(tmp_path / "empty.db")
+    empty.close()
+    assert main(["export", "mean-maps", str(tmp_path / "none"), "--db",
+                 str(tmp_path / "empty.db")]) != 0  # fmt: skip
+    assert "no heatmap of this selection" in capsys.readouterr().err
+    assert not (tmp_path / "none").exists()

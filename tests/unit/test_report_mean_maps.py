@@ -48,8 +48,9 @@ def test_html_and_pdf_carry_the_section_with_n_and_the_flag(report: dict) -> Non
     section = html[start : html.index("</section>", start)]
     assert "field-of-view frame" in section and "optic-disc frame" in section
     assert section.count("<img") == 2  # one grid per frame, embedded
-    assert "a corner artifact" in section  # the shortcut run is flagged in words ...
-    assert section.count("a corner artifact") == 1  # ... and the honest one is not
+    # the shortcut run is flagged in words, the honest one is not
+    assert section.count("an artifact, not anatomy") == 1
+    assert "shortcut | gradcam | layer4, all images (n = 5)" in section
     assert "5/5 = 100 [57, 100]" in section  # peaks in a corner, Wilson CI, n = 5
     pdf = (report["out"] / "report.pdf").read_bytes()
     assert pdf.startswith(b"%PDF") and len(pdf) > 10_000
