@@ -105,7 +105,9 @@ def test_a_missing_image_file_is_a_problem_not_a_crash(db, tmp_path, cache) -> N
     assert "not found" in result.problems[0][1]
 
 
-def test_the_app_layer_picks_the_true_class_then_the_predicted_then_all(db, tmp_path, cache) -> None:
+def test_the_app_layer_picks_the_true_class_then_the_predicted_then_all(
+    db, tmp_path, cache
+) -> None:
     from fundus_review.app.mean_maps import layer_for_image
 
     world = build_world(db, tmp_path / "data", cache)
@@ -118,7 +120,9 @@ def test_the_app_layer_picks_the_true_class_then_the_predicted_then_all(db, tmp_
     assert small.shape == (200, 300)  # the long side capped, the aspect kept
     y, x = np.unravel_index(int(np.argmax(small)), small.shape)
     assert x < 0.35 * 300 and y < 0.25 * 200  # top-left, in the photo's corner beside the FOV
-    assert layer_for_image(result, run, None, "a", fov, (1000, 1500))[1].grouping == "predicted class"
+    assert (
+        layer_for_image(result, run, None, "a", fov, (1000, 1500))[1].grouping == "predicted class"
+    )
     assert layer_for_image(result, run, "zzz", None, None, (10, 10))[1].grouping == "all"
     assert layer_for_image(result, 999, "b", "a", fov, (1000, 1500)) is None
 
