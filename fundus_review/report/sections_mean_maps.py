@@ -125,9 +125,9 @@ def mean_map_plot(f: MeanMapFindings, frame: str) -> Plot | None:
         caption = (
             "Where each run looks on average, every photograph registered to its field of view: "
             "the dashed circle is the edge of the retina's image, the square around it the "
-            "photograph's corners, grey where no photograph reaches. A bright spot in the same "
-            "place for every class, especially outside the circle, is an artifact the model "
-            "uses (a marker, a corner, text), not anatomy. n = heatmaps in the panel."
+            "photograph's corners, grey where no photograph reaches. A bright spot outside the "
+            "circle, or in the same place for every class, is something the model uses that is "
+            "not anatomy (a marker, a corner, burned-in text). n = heatmaps in the panel."
         )
     else:
         caption = (
