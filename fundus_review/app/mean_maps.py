@@ -247,6 +247,11 @@ def _add_image(
         if found is None:
             continue
         heat, tf = found
+        if (tf.orig_h, tf.orig_w) != (r.height, r.width):
+            out.problems.append((r.rel_path, f"{r.model_name} {r.method}: heatmap made for a "
+                                 f"{tf.orig_w}x{tf.orig_h} image, the image is "
+                                 f"{r.width}x{r.height}; re-run the analysis"))  # fmt: skip
+            continue
         for kind, frame in frames.items():
             grid = out.grids[kind]
             try:

@@ -164,3 +164,19 @@ def test_export_mean_maps_command_writes_arrays_pngs_and_numbers(
                  str(tmp_path / "empty.db")]) != 0  # fmt: skip
     assert "no heatmap of this selection" in capsys.readouterr().err
     assert not (tmp_path / "none").exists()
+
+
+def test_a_heatmap_made_for_another_image_size_is_left_out_and_said(db, tmp_path, cache) -> None:
+    from fundus_review.core.transform import make_transform
+    from fundus_review.store import repo
+
+    world = build_world(db, tmp_path / "data", cache)
+    with db.session() as s:
+        honest = next(m for m in repo.list_models(s) if m.name == "honest")
+        tf = make_transform(100, 100, 112, 112, "resize")  # the file was 300 x 300
+        repo.save_prediction(s, world["images"][0], honest, [0.9, 0.1], 0, tf.to_dict())
+    result = mean_maps(db, fov_cache=cache, size=32)
+    assert result.get(world["runs"]["honest"], "fov", "all", ALL_IMAGES).n == 4
+    assert result.get(world["runs"]["shortcut"], "fov", "all", ALL_IMAGES).n == 5
+    assert [p[0] for p in result.problems] == ["img0.png"]
+    assert "100x100 image, the image is 300x300" in result.problems[0][1]
