@@ -185,7 +185,9 @@ def flagged_runs(f: MeanMapFindings) -> list[str]:
         ]  # fmt: skip
         if not rows:
             continue
-        worst = max(rows, key=lambda r: r["off_fov_share"]["mean"])
+        # all images when they qualify (the broadest statement), else the worst true class
+        every = [r for r in rows if r["grouping"] == "all"]
+        worst = every[0] if every else max(rows, key=lambda r: r["off_fov_share"]["mean"])
         where = "all images" if worst["grouping"] == "all" else f"true class {worst['group']}"
         out.append(
             f"{_label(f, run_id, model, method)}, {where} (n = {worst['n']}): "
