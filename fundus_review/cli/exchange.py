@@ -1,4 +1,4 @@
-"""`fundus-review export masks|coco|verdicts|cdr ...` and `fundus-review import-labelme ...`.
+"""`fundus-review export masks|coco|verdicts|cdr|mean-maps ...` and `fundus-review import-labelme ...`.
 
 Register with ``add_exchange_parsers(sub)`` in ``cli.build_parser``. Qt-free; heavy imports
 happen when a command runs.
@@ -88,6 +88,24 @@ def cmd_export_cdr(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_mean_maps(args: argparse.Namespace) -> int:
+    from fundus_review.app.scoring import default_fov_cache
+    from fundus_review.app.selection import ResultSelection
+    from fundus_review.exchange.mean_maps import export_mean_maps
+
+    if args.size < 8 or args.size > 1024:
+        raise FundusReviewError(f"--size must be between 8 and 1024 cells, got {args.size}")
+    datasets = [int(d) if d.isdigit() else d for d in args.dataset] if args.dataset else None
+    sel = ResultSelection(datasets, args.model, csv_list(",".join(args.method or [])) or None)
+    with _open(args) as db:
+        done = export_mean_maps(db, args.out, sel, fov_cache=default_fov_cache(), size=args.size,
+                                mirror=not args.no_mirror)  # fmt: skip
+    print(f"Wrote {done.panels} mean maps ({done.images} images; .npz + .png each, "
+          f"mean_maps.csv, mean_maps.json) to {done.out_dir}")  # fmt: skip
+    _report_problems(done.problems)
+    return 0
+
+
 def _label_map(items: list[str] | None) -> dict[str, str]:
     out: dict[str, str] = {}
     for item in items or []:
@@ -119,7 +137,9 @@ def cmd_import_labelme(args: argparse.Namespace) -> int:
 
 def add_exchange_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
-        "export", help="export expert regions (masks, COCO), verdicts or cup-to-disc ratios (CSV)"
+        "export",
+        help="export expert regions (masks, COCO), verdicts, cup-to-disc ratios (CSV) or "
+        "dataset-mean heatmaps",
     )
     esub = p.add_subparsers(dest="export_command", required=True)
 
@@ -152,6 +172,21 @@ def add_exchange_parsers(sub: argparse._SubParsersAction) -> None:
     _filters(q, structures=False)
     add_db_option(q)
     q.set_defaults(func=cmd_export_cdr)
+
+    q = esub.add_parser(
+        "mean-maps",
+        help="dataset-mean heatmaps per run and class/outcome, registered to the field of view "
+        "and the optic disc (.npz + .png per panel, CSV of the corner numbers)",
+    )
+    q.add_argument("out", type=Path, help="output folder (created)")
+    q.add_argument("--dataset", action="append", help="dataset id, name or folder (repeatable)")
+    q.add_argument("--model", action="append", help="model name or weights sha256 (repeatable)")
+    q.add_argument("--method", action="append", help="CAM method(s), e.g. gradcam,hirescam")
+    q.add_argument("--size", type=int, default=128, help="cells per side of the frame grid")
+    q.add_argument("--no-mirror", action="store_true",
+                   help="do not mirror left eyes in the optic-disc frame")  # fmt: skip
+    add_db_option(q)
+    q.set_defaults(func=cmd_export_mean_maps)
 
     p = sub.add_parser("import-labelme", help="import labelme JSON annotations as expert regions")
     p.add_argument("dataset", type=Path, help="the dataset folder the annotations belong to")

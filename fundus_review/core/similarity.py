@@ -7,8 +7,8 @@
   same place" reading of the same question.
 - ``resample_heatmap``: a heatmap on another grid (area, bilinear or nearest, pixel centres).
 - Grouping helpers for the report: confidence bands and prediction outcomes. (The report's
-  dataset-mean heatmaps are ``report.heatmaps.HeatmapPass``, on the model-input grid where no
-  resampling is needed; its grouped summaries are ``core.score_tables.grouped_summaries``.)
+  dataset-mean heatmaps are ``core.mean_maps``, registered to a common frame; its grouped
+  summaries are ``core.score_tables.grouped_summaries``.)
 """
 
 from __future__ import annotations

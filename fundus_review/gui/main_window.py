@@ -4,7 +4,7 @@ All slow work runs elsewhere: analysis jobs on the JobController's QThread, data
 scoring, row queries, photo decoding and overlay building on the TaskRunner's pool. The UI thread
 only places results, so browsing and zooming stay responsive while a whole-dataset job runs.
 Opening things lives in window_open.py, jobs and the report in window_jobs.py, the drawing and
-review tools in window_annotate.py.
+review tools in window_annotate.py, the dataset-mean layer in window_mean_maps.py.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from fundus_review.gui.thumbs import load_preview, save_preview
 from fundus_review.gui.viewer import ImageViewer
 from fundus_review.gui.window_annotate import AnnotateMixin, ReviewWindowState
 from fundus_review.gui.window_jobs import JobsMixin
+from fundus_review.gui.window_mean_maps import MeanMapMixin
 from fundus_review.gui.window_open import OpenMixin
 from fundus_review.gui.worker import JobController
 from fundus_review.views.overlays import Overlays, build_overlays, pick_overlays
@@ -36,7 +37,7 @@ from fundus_review.views.queries import run_for_target
 from fundus_review.views.window_state import load_photo, startup_info
 
 
-class MainWindow(OpenMixin, JobsMixin, AnnotateMixin, QMainWindow):
+class MainWindow(OpenMixin, JobsMixin, AnnotateMixin, MeanMapMixin, QMainWindow):
     registered = Signal(object)  # dataset id, after a (re-)registration finished
     reading_progress = Signal(object)  # (done, total) of the background read of new files
     rows_loaded = Signal(int)  # number of rows now in the browser
@@ -111,6 +112,7 @@ class MainWindow(OpenMixin, JobsMixin, AnnotateMixin, QMainWindow):
             dock.setWidget(widget)
             self.addDockWidget(area, dock)
         self._build_annotation()
+        self._build_mean_layer()
         self.status_text = QLabel("")
         self.hover_text = QLabel("")
         self.device_text = QLabel("device: …")
@@ -205,6 +207,7 @@ class MainWindow(OpenMixin, JobsMixin, AnnotateMixin, QMainWindow):
         self.settings.sync()
         self._close_annotation()
         self._closing.set()
+        self._stop_mean_maps()
         # Results are committed per batch: stopping after the current one loses nothing finished.
         self.jobs.shutdown()
         self.tasks.shutdown(10000)
@@ -351,6 +354,7 @@ class MainWindow(OpenMixin, JobsMixin, AnnotateMixin, QMainWindow):
             self.viewer.show_message(f"no {what} heatmap stored: Compute (Ctrl+K)")
         else:
             self.side.show_missing(None)
+        self.update_mean_layer()
         self.overlays_shown.emit(ov)
 
     @Slot()

@@ -168,6 +168,7 @@ def _analyse(
     from fundus_review.report.files import Findings
     from fundus_review.report.gallery import build_galleries
     from fundus_review.report.sections_cdr import collect_cdr
+    from fundus_review.report.sections_mean_maps import collect_mean_maps
     from fundus_review.report.trust_sections import collect_trust
 
     data = _collect(db, req, scoring, say)
@@ -189,7 +190,11 @@ def _analyse(
     trust = collect_trust(db, data, req.seed)
     say("measuring cup-to-disc ratios")
     cdr = collect_cdr(db, data, req.seed, req.n_resamples)
-    found = Findings(data, heat, aggs, agreement_rows(data), gallery_index, trust, cdr)
+    say("averaging heatmaps on the field-of-view and optic-disc frames")
+    means = collect_mean_maps(
+        db, req.selection, data, tools.fov_cache, seed=req.seed, n_resamples=req.n_resamples
+    )
+    found = Findings(data, heat, aggs, agreement_rows(data), gallery_index, trust, cdr, means)
     return found, galleries
 
 
@@ -216,7 +221,6 @@ def _compare_heatmaps(
         db,
         [r for r in data.results if r.model_kind != "baseline"],
         {r.run_id: r.label for r in data.runs},
-        use_true_class=data.has_labels(),
         top_percent=req.params.top_percent,
         seed=req.seed,
         fov_cache=tools.fov_cache,
@@ -232,26 +236,25 @@ def _draw(
     from fundus_review.report.aggregates import AggIndex
     from fundus_review.report.assemble import build_document, structure_plots
     from fundus_review.report.document import Plot
-    from fundus_review.report.figures import mean_heatmap_plot
     from fundus_review.report.html import figure_png
     from fundus_review.report.sections_cdr import cdr_section
+    from fundus_review.report.sections_mean_maps import mean_maps_section
     from fundus_review.report.trust_sections import findings, trust_section
 
     say("drawing plots")
     data, idx = found.data, AggIndex(found.aggregates)
     dist_plots, conf_plots = structure_plots(data, idx)
-    mean_plot = mean_heatmap_plot(found.heat, [r.label for r in data.runs if not r.is_baseline])
     doc = build_document(
         data,
         idx,
         galleries=galleries,
-        mean_plot=mean_plot,
         dist_plots=dist_plots,
         conf_plots=conf_plots,
         settings=req.settings(datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")),
         findings=findings(data, found.trust),
         trust=trust_section(data, found.trust),
         cdr=cdr_section(found.cdr),
+        mean_maps=mean_maps_section(found.mean_maps),
     )
     # Every plot of the document, the headline's included, rendered once for both formats.
     plots = [b for sec in doc.sections for b in sec.blocks if isinstance(b, Plot)]

@@ -48,13 +48,13 @@ def build_document(
     idx: AggIndex,
     *,
     galleries: list[Gallery],
-    mean_plot: Plot | None,
     dist_plots: list[Plot],
     conf_plots: list[Plot],
     settings: dict[str, Any],
     findings: TrustFindings | None = None,
     trust: Section | None = None,
     cdr: Section | None = None,
+    mean_maps: Section | None = None,
 ) -> Document:
     n_images = len({r.image_id for r in data.results})
     subtitle = [
@@ -101,7 +101,8 @@ def build_document(
         paired_section(data, idx),
         groups_section(data, idx),
         correlation_section(data, idx, conf_plots),
-        similarity_section(idx, mean_plot),
+        similarity_section(idx),
+        *([mean_maps] if mean_maps is not None else []),
         verdict_section(data, idx),
         Section("Score distributions", "distributions", list(dist_plots)),
         Section(

@@ -14,7 +14,6 @@ from matplotlib.figure import Figure
 
 from fundus_review.core.score_tables import group_rows
 from fundus_review.report.document import Plot, num
-from fundus_review.report.heatmaps import ALL, HeatmapPass
 
 DIST_METRICS = ("pointing_hit", "energy_in_mask", "iou_area_match", "pixel_auc", "mass_outside_fov")
 CHANCE = {"pixel_auc": 0.5}
@@ -137,36 +136,3 @@ def confidence_plot(
         "with its 95 % bootstrap CI in the legend."
     )
     return Plot(f"Confidence vs {metric} - {structure}", fig, caption)
-
-
-def mean_heatmap_plot(heat: HeatmapPass, runs: list[str]) -> Plot | None:
-    """Dataset-mean heatmap per run (rows) and class (columns), on the model-input grid."""
-    classes = heat.classes()
-    runs = [r for r in runs if (r, ALL) in heat.sums]
-    if not runs:
-        return None
-    fig = new_figure(1.0 + 2.2 * len(classes), 0.6 + 2.3 * len(runs))
-    axes = np.atleast_2d(fig.subplots(len(runs), len(classes), squeeze=False))
-    image = None
-    for i, run in enumerate(runs):
-        for j, cls in enumerate(classes):
-            ax = axes[i, j]
-            ax.set_xticks([])
-            ax.set_yticks([])
-            found = heat.mean(run, cls)
-            if found is None:
-                ax.set_axis_off()
-                continue
-            mean, n = found
-            image = ax.imshow(mean, cmap="jet", vmin=0.0, vmax=1.0, interpolation="bilinear")
-            ax.set_title(f"{cls} (n={n})", fontsize=8)
-            if j == 0:
-                ax.set_ylabel(_wrap(run, 26), fontsize=7)
-    if image is not None:
-        fig.colorbar(image, ax=axes, shrink=0.6, label="mean heatmap value")
-    caption = (
-        f"Mean heatmap per CAM run and {heat.class_kind}, on the model-input grid (what the "
-        "model saw). A hot spot in the same place on every class (a corner, the border) is a "
-        "systematic artifact, not anatomy."
-    )
-    return Plot("Dataset-mean heatmaps", fig, caption)

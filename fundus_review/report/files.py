@@ -40,6 +40,7 @@ class Findings:
     gallery_index: list[dict[str, Any]]
     trust: Any = None  # report.trust_sections.TrustResults: the stored trust checks
     cdr: Any = None  # report.sections_cdr.CdrFindings; None when no image has a disc and a cup
+    mean_maps: Any = None  # report.sections_mean_maps.MeanMapFindings (registered mean maps)
 
 
 def report_json(
@@ -47,6 +48,7 @@ def report_json(
 ) -> dict[str, Any]:
     """report.json: every table plus what was run; no clock time, so it is reproducible."""
     from fundus_review.report.sections_cdr import cdr_json
+    from fundus_review.report.sections_mean_maps import mean_maps_json
     from fundus_review.report.trust_sections import trust_json
 
     data, r = found.data, request
@@ -88,6 +90,8 @@ def report_json(
         "trust": trust_json(data, found.trust) if found.trust is not None else None,
         # Cup-to-disc ratios per image x reviewer and their comparisons (None: no disc + cup).
         "cdr": cdr_json(found.cdr),
+        # Registered dataset-mean heatmaps: settings and every group's n and shares with CIs.
+        "mean_maps": mean_maps_json(found.mean_maps),
     }
 
 

@@ -1,13 +1,12 @@
-"""One pass over the stored heatmaps: similarity between methods/layers and dataset-mean maps.
+"""One pass over the stored heatmaps: similarity between methods/layers of one model.
 
-Both work on the model-input grid, where every heatmap of one model lives (the same prediction
+It works on the model-input grid, where every heatmap of one model lives (the same prediction
 transform for all its CAM runs), so nothing is resampled: two methods are compared pixel by pixel
-exactly as the model saw the image, and a hot spot the model puts in the same input corner of every
-image adds up in the mean. Similarity counts only pixels inside the field of view (mapped onto
-that grid): the black border (a third of a fundus photo's pixels) carries near-zero values whose
-ties and noise would otherwise decide much of the ranking (on the demo set, Grad-CAM vs HiResCAM:
-rho 0.58 over the whole input, 0.75 inside the FOV). The means keep the whole input, so a hot spot
-outside the retina shows.
+exactly as the model saw the image. Similarity counts only pixels inside the field of view (mapped
+onto that grid): the black border (a third of a fundus photo's pixels) carries near-zero values
+whose ties and noise would otherwise decide much of the ranking (on the demo set, Grad-CAM vs
+HiResCAM: rho 0.58 over the whole input, 0.75 inside the FOV). The dataset-mean maps, registered
+to a common frame, are ``app.mean_maps`` (report section ``sections_mean_maps``).
 """
 
 from __future__ import annotations
@@ -28,33 +27,11 @@ from fundus_review.store import repo
 from fundus_review.store.db import Database
 from fundus_review.store.repo import ResultRow
 
-ALL = "all images"
-
 
 @dataclass
 class HeatmapPass:
     similarity: list[dict[str, Any]] = field(default_factory=list)  # one row per image and pair
-    # (run label, class) -> (sum of maps, count); class ALL for every image of the run
-    sums: dict[tuple[str, str], tuple[np.ndarray, int]] = field(default_factory=dict)
-    class_kind: str = "true class"
     problems: list[tuple[str, str]] = field(default_factory=list)
-
-    def add(self, run: str, cls: str, heatmap: np.ndarray) -> None:
-        """Add one map to the sums of its run's class and of all its run's images. A map on
-        another grid than the first one of that sum is left out (all maps of one model share the
-        model-input grid; nothing is resampled)."""
-        for key in ((run, cls), (run, ALL)):
-            total, n = self.sums.get(key, (np.zeros(heatmap.shape), 0))
-            if total.shape == heatmap.shape:
-                self.sums[key] = (total + heatmap, n + 1)
-
-    def mean(self, run: str, cls: str) -> tuple[np.ndarray, int] | None:
-        """(pixel-wise mean as float32, number of maps) of one run and class; None without maps."""
-        found = self.sums.get((run, cls))
-        return None if found is None else ((found[0] / found[1]).astype(np.float32), found[1])
-
-    def classes(self) -> list[str]:
-        return sorted({c for _, c in self.sums if c != ALL}) + [ALL]
 
 
 def heatmap_pass(
@@ -62,16 +39,14 @@ def heatmap_pass(
     results: list[ResultRow],
     run_label: dict[int, str],
     *,
-    use_true_class: bool,
     top_percent: float = 15.0,
     seed: int = 0,
     fov_cache: FovCache | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> HeatmapPass:
     """Rank correlation and top-k overlap of every two runs of a model on each image (inside the
-    field of view when `fov_cache` is given), and the per-class sum of each run's maps (true
-    class when labels exist, else predicted class)."""
-    out = HeatmapPass(class_kind="true class" if use_true_class else "predicted class")
+    field of view when `fov_cache` is given)."""
+    out = HeatmapPass()
     by_image: dict[int, list[ResultRow]] = {}
     for r in results:
         by_image.setdefault(r.image_id, []).append(r)
@@ -90,11 +65,6 @@ def heatmap_pass(
                     continue
                 if found is not None:
                     maps[r.heatmap_id] = found[0]
-        for r in rows:
-            if r.heatmap_id not in maps:
-                continue
-            cls = (r.label if use_true_class else r.predicted_class) or "unlabeled"
-            out.add(run_label[r.run_id], cls, maps[r.heatmap_id])
         for i, a in enumerate(rows):
             for b in rows[i + 1 :]:
                 if a.model_id != b.model_id or a.heatmap_id not in maps or b.heatmap_id not in maps:

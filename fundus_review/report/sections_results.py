@@ -273,7 +273,7 @@ def correlation_section(data: ReportData, idx: AggIndex, plots: list[Any]) -> Se
     )
 
 
-def similarity_section(idx: AggIndex, plot: Any) -> Section:
+def similarity_section(idx: AggIndex) -> Section:
     aggs = idx.tables.get("heatmap_similarity", [])
     blocks: list[Any] = []
     if aggs:
@@ -301,9 +301,7 @@ def similarity_section(idx: AggIndex, plot: Any) -> Section:
         ]
     else:
         blocks.append(Para("One CAM run per model: no heatmaps to compare with each other."))
-    if plot is not None:
-        blocks.append(plot)
-    return Section("Heatmap similarity and mean heatmaps", "similarity", blocks)
+    return Section("Heatmap similarity", "similarity", blocks)
 
 
 def verdict_section(data: ReportData, idx: AggIndex) -> Section:

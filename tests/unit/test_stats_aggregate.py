@@ -1,4 +1,4 @@
-"""Heatmap similarity, resampling, the report's mean heatmaps and grouped summaries, grouping
+"""Heatmap similarity, resampling, grouped summaries, grouping
 helpers; metrics on real masks."""
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from fundus_review.core.similarity import (
     resample_heatmap,
 )
 from fundus_review.core.stats import summarize
-from fundus_review.report.heatmaps import ALL, HeatmapPass
 from fundus_review.store.codec import encode_heatmap
 
 
@@ -61,7 +60,7 @@ def test_top_overlap_identical_and_disjoint() -> None:
     assert heatmap_top_overlap(a, _blob((30, 30), 25, 25, 3), top_percent=5) == 0.0
 
 
-# -- resampling and mean heatmaps -------------------------------------------------------------
+# -- resampling -----------------------------------------------------------------------------
 
 
 def test_resample_area_bilinear_nearest_by_hand() -> None:
@@ -84,35 +83,11 @@ def test_area_resampling_keeps_the_mean_for_any_factor() -> None:
     assert resample_heatmap(h, (10, 7), "area").mean() == pytest.approx(h.mean())
 
 
-def test_mean_heatmap_shows_a_systematic_hot_spot() -> None:
-    # The report's dataset-mean maps: every map of one model lives on its input grid.
-    rng = np.random.default_rng(5)
-    heat = HeatmapPass()
-    for cls in ("glaucoma", "normal", "normal"):
-        h = rng.random((60, 80)) * 0.3
-        h[:10, :10] = 1.0  # same top-left corner artifact on each
-        heat.add("gradcam", cls, h)
-    mean, n = heat.mean("gradcam", ALL)
-    assert mean.dtype == np.float32 and mean.shape == (60, 80) and n == 3
-    assert mean[:10, :10].min() == pytest.approx(1.0)  # inside every corner blob
-    assert mean[10:, 10:].max() < 0.3
-    assert heat.mean("gradcam", "normal")[1] == 2 and heat.classes() == ["glaucoma", "normal", ALL]
-    single = HeatmapPass()
-    single.add("gradcam", "normal", np.full((5, 5), 0.5))
-    one, n_one = single.mean("gradcam", "normal")
-    assert n_one == 1 and np.allclose(one, 0.5)
-
-
-def test_mean_heatmap_without_maps_or_with_a_bad_one() -> None:
-    heat = HeatmapPass()
-    assert heat.mean("gradcam", ALL) is None  # no map, no mean (the figure leaves it out)
-    heat.add("gradcam", "normal", np.zeros((4, 4)))
-    heat.add("gradcam", "normal", np.ones((5, 5)))  # another grid: left out, never broadcast
-    mean, n = heat.mean("gradcam", "normal")
-    assert n == 1 and mean.shape == (4, 4) and mean.max() == 0.0
+def test_a_nan_heatmap_is_never_stored() -> None:
+    # so no NaN reaches a mean map (the registered means: tests/unit/test_mean_maps_*.py)
     bad = np.zeros((4, 4))
     bad[1, 1] = np.nan
-    with pytest.raises(ValueError, match="NaN"):  # a NaN map never reaches the mean: not stored
+    with pytest.raises(ValueError, match="NaN"):
         encode_heatmap(bad)
 
 
