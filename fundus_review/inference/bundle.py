@@ -39,7 +39,7 @@ from torch import nn
 
 from fundus_review.atomic import atomic_write_bytes
 from fundus_review.data.images import file_sha256
-from fundus_review.errors import BundleError
+from fundus_review.errors import BundleError, FundusReviewError
 from fundus_review.inference.architectures import build_architecture
 from fundus_review.inference.card import (  # noqa: F401 - re-exported: the bundle's public API
     CARD_FILE,
@@ -87,15 +87,21 @@ class ModelBundle:
         kwargs = card.extra.get("model_kwargs", {})
         if not isinstance(kwargs, dict):
             raise BundleError(f"bundle {self.path}: [model_kwargs] must be a table")
+        spec = card.forward
         try:
-            model = build_architecture(
-                card.architecture,
-                card.n_outputs,
-                card.input_size,
-                kwargs,
-                trust_code=trust_code,
-                bundle_dir=self.path,
-            )
+            if spec is None:
+                model = build_architecture(
+                    card.architecture,
+                    card.n_outputs,
+                    card.input_size,
+                    kwargs,
+                    trust_code=trust_code,
+                    bundle_dir=self.path,
+                )
+            else:  # the network the weights belong to; the support set is bound below
+                from fundus_review.inference.fewshot import build_inner
+
+                model = build_inner(card, spec, kwargs, trust_code=trust_code, bundle_dir=self.path)
         except UntrustedCodeError:
             raise
         except Exception as exc:  # noqa: BLE001 - any constructor failure is the bundle's problem
@@ -130,6 +136,15 @@ class ModelBundle:
                 output_key=card.output_key, output_index=card.output_index, score=card.score
             ),
         )
+        if spec is not None:
+            from fundus_review.inference.fewshot import wrap_with_support
+
+            try:
+                model = wrap_with_support(model, card, spec, self.path, device)
+            except (ValueError, TypeError, RuntimeError, FundusReviewError) as exc:
+                raise BundleError(
+                    f"bundle {self.path} ({CARD_FILE} [forward]): cannot bind the support set: {exc}"
+                ) from exc
         model.eval()
         model.to(device)
         if check_input:
@@ -287,7 +302,7 @@ def describe_bundle(
 ) -> str:
     """What `fundus-review model inspect BUNDLE` prints."""
     from fundus_review.inference.architectures import count_parameters, find_head
-    from fundus_review.inference.layers import candidate_layers
+    from fundus_review.inference.layers import candidate_layers, reshape_transform_for
 
     card = bundle.card
     # The card's layers are reported below, not refused: inspect is how a user finds good ones.
@@ -305,7 +320,12 @@ def describe_bundle(
         f"Weights:       {bundle.weights_path.name} (sha256 {bundle.weights_sha256})",
         f"Weights load:  {_load_line(bundle.load_report)}",
         f"Parameters:    {count_parameters(model):,}",
-        f"Head:          {head[0] if head else 'not found'}",
+        "Head:          "
+        + (
+            "none: prototypes of the support set"
+            if card.forward is not None and card.forward.builtin
+            else (head[0] if head else "not found")
+        ),
     ]
     if card.output_key or card.output_index is not None or card.score != "softmax":
         entry = (
@@ -321,9 +341,17 @@ def describe_bundle(
         lines.append(f"Output:        network output{entry}, {how}")
     if card.description:
         lines.append(f"Description:   {card.description}")
+    if card.forward is not None:
+        from fundus_review.inference.fewshot import support_summary
+
+        lines.append(f"Forward:       {support_summary(card, bundle.path)}")
     layers = bundle.target_layer_paths(model)
     source = "card" if card.target_layers else "family default"
     lines.append(f"Target layers: {', '.join(layers)} ({source})")
+    reshape = reshape_transform_for(model, card.architecture)
+    if reshape is not None:
+        name = getattr(reshape, "__name__", None) or repr(reshape)
+        lines.append(f"Reshape:       {name} (token/channel-last activations -> maps; automatic)")
     problem = bundle.card_layer_problem(model)
     if problem:
         lines.append(f"Problem:       {problem}")

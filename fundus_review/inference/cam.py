@@ -162,6 +162,12 @@ class CamEngine:
             # Methods that need known targets run last, when the other methods have fixed them.
             library_run = [m for m in self.records if not m.single_pass]
             library_run.sort(key=lambda m: m.needs_known_targets)
+            if library_run and hasattr(self.model, "query_rows"):
+                raise CamError(
+                    f"{', '.join(m.name for m in library_run)}: not available for a network "
+                    "that runs its support set through the target layers itself; use a "
+                    "gradient method (gradcam, hirescam, ...)"
+                )
             for method in library_run:
                 if method.needs_known_targets and logits is None:
                     logits = self._plain_forward(batch)

@@ -85,3 +85,42 @@ def tuple_output_net(num_classes: int = 2, **_: object) -> nn.Module:
 
 def red_green_logit_net(num_classes: int = 1, **_: object) -> nn.Module:
     return RedGreenLogitNet(num_classes)
+
+
+class SupportQueryNet(nn.Module):
+    """A few-shot network as research code writes it: forward(support, labels, query).
+
+    Its encoder copies the red and green channels (ReLU'd) and averages them; the logits are
+    minus the squared distances of each query embedding to the class means of the support
+    embeddings. `concat`: the encoder runs once on [support; query] (reference ProtoNet code),
+    else once on the support and then on the query images (MetaOptNet code).
+    """
+
+    def __init__(self, num_classes: int = 2, concat: bool = True) -> None:
+        super().__init__()
+        conv = nn.Conv2d(3, 2, kernel_size=1)
+        with torch.no_grad():
+            conv.weight.copy_(torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]).view(2, 3, 1, 1))
+            conv.bias.zero_()
+        self.features = nn.Sequential(conv, nn.ReLU())
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.num_classes = num_classes
+        self.concat = concat
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.features(x)).flatten(1)
+
+    def forward(
+        self, support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor
+    ) -> torch.Tensor:
+        if self.concat:
+            z = self.embed(torch.cat([support, query]))
+            zs, zq = z[: len(support)], z[len(support) :]
+        else:
+            zs, zq = self.embed(support), self.embed(query)
+        protos = torch.stack([zs[labels == c].mean(0) for c in range(self.num_classes)])
+        return -((zq[:, None, :] - protos[None]) ** 2).sum(-1)
+
+
+def support_query_net(num_classes: int = 2, concat: bool = True, **_: object) -> nn.Module:
+    return SupportQueryNet(num_classes, concat)
