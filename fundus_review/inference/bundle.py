@@ -17,7 +17,8 @@ Example card::
     strict_weights = true                   # false: load matching keys, list the rest
     output_key = "logits"                   # optional: a dict output's logits entry, or
                                             # output_index = 0 for a tuple output
-    score = "softmax"                       # "sigmoid": one logit, classes = [neg, pos]
+    score = "softmax"                       # "sigmoid": one logit, classes = [neg, pos];
+                                            # "multilabel": one sigmoid per label
 
     [training]                              # free-form, kept in ModelCard.extra["training"]
     epochs = 10
@@ -50,7 +51,13 @@ from fundus_review.inference.card import (  # noqa: F401 - re-exported: the bund
     ModelCard,
     read_card,
 )
-from fundus_review.inference.outputs import OutputAdapter, OutputError, attach, describe_output
+from fundus_review.inference.outputs import (
+    OutputAdapter,
+    OutputError,
+    attach,
+    describe_output,
+    mark_probabilities,
+)
 from fundus_review.inference.toml_writer import dump_toml
 from fundus_review.inference.trust import UntrustedCodeError
 from fundus_review.inference.weights import LoadReport, WeightsError, load_into, read_weights
@@ -136,6 +143,7 @@ class ModelBundle:
                 output_key=card.output_key, output_index=card.output_index, score=card.score
             ),
         )
+        mark_probabilities(model, card.score)
         if spec is not None:
             from fundus_review.inference.fewshot import wrap_with_support
 
@@ -333,11 +341,11 @@ def describe_bundle(
             if card.output_key
             else (f"[{card.output_index}]" if card.output_index is not None else "")
         )
-        how = (
-            "one logit z, p(" + card.classes[1] + ") = sigmoid(z)"
-            if card.score == "sigmoid"
-            else "softmax"
-        )
+        how = {
+            "sigmoid": f"one logit z, p({card.classes[-1]}) = sigmoid(z)",
+            "multilabel": "multi-label: one logit per label, p(label) = sigmoid(z_label) "
+            "(need not sum to 1; predicted labels: p >= 0.5; a CAM explains one label)",
+        }.get(card.score, "softmax")
         lines.append(f"Output:        network output{entry}, {how}")
     if card.description:
         lines.append(f"Description:   {card.description}")

@@ -26,7 +26,9 @@ from fundus_review.inference.support import (
 CARD_FILE = "model.toml"
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
 WEIGHTS_FILE = "model.safetensors"
-SCORES = ("softmax", "sigmoid")  # how logits become class probabilities (inference/outputs.py)
+# How logits become class probabilities (inference/outputs.py): one softmax over the classes;
+# one sigmoid logit for [negative, positive]; or one sigmoid per label (multi-label).
+SCORES = ("softmax", "sigmoid", "multilabel")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 MIN_INPUT, MAX_INPUT = 16, 4096
@@ -57,6 +59,7 @@ class ModelCard:
     output_key: str = ""
     output_index: int | None = None
     # "sigmoid": one logit z, p(classes[1]) = sigmoid(z); classes must be [negative, positive].
+    # "multilabel": one logit per label, p(label) = sigmoid(z_label), not summing to 1.
     score: str = "softmax"
     extra: dict = field(default_factory=dict)
 

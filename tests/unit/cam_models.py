@@ -124,3 +124,31 @@ class SupportQueryNet(nn.Module):
 
 def support_query_net(num_classes: int = 2, concat: bool = True, **_: object) -> nn.Module:
     return SupportQueryNet(num_classes, concat)
+
+
+class MultiLabelSpotNet(nn.Module):
+    """Three labels (red, green, blue), one logit each: z_k = 100 * mean(ReLU channel k) - 0.5.
+
+    A label's sigmoid is >= 0.5 exactly when its channel's mean exceeds 0.005 (an 8x8 spot of
+    value 1 in a 64x64 image has mean 0.0156); Grad-CAM of label k is the ReLU'd channel k.
+    """
+
+    def __init__(self, num_classes: int = 3) -> None:
+        super().__init__()
+        conv = nn.Conv2d(3, 3, kernel_size=1)
+        with torch.no_grad():
+            conv.weight.copy_(torch.eye(3).view(3, 3, 1, 1))
+            conv.bias.zero_()
+        self.features = nn.Sequential(conv, nn.ReLU())
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(3, num_classes)
+        with torch.no_grad():
+            self.head.weight.copy_(100.0 * torch.eye(3)[:num_classes])
+            self.head.bias.fill_(-0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.pool(self.features(x)).flatten(1))
+
+
+def multi_label_spot_net(num_classes: int = 3, **_: object) -> nn.Module:
+    return MultiLabelSpotNet(num_classes)
