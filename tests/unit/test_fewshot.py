@@ -334,3 +334,16 @@ def test_swin_backbone_reshape_is_found_automatically(tmp_path: Path) -> None:
     assert reshape_transform_for(model, bundle.card.architecture) is nhwc_to_nchw
     assert bundle.target_layer_paths(model) == ["backbone.layers[-1].blocks[-1].norm1"]
     assert "Reshape:       nhwc_to_nchw" in describe_bundle(bundle)
+
+
+def test_randomized_copy_recomputes_the_prototypes(tmp_path: Path) -> None:
+    from fundus_review.inference.fewshot import class_means
+    from fundus_review.inference.randomize import randomized_copy
+
+    _protonet(tmp_path / "b")
+    model = load_bundle(tmp_path / "b").build_model()
+    clone = randomized_copy(model, ["backbone.conv1.0"], seed=0)
+    with torch.no_grad():
+        want = class_means(clone.embed(clone.support_images), clone.support_labels, 2)
+    torch.testing.assert_close(clone.prototypes, want)
+    assert not torch.allclose(clone.prototypes, model.prototypes)
