@@ -5,6 +5,7 @@ hemorrhage masks), on fresh synthetic images it never saw (training used seed 11
 from __future__ import annotations
 
 import csv
+import json
 import sqlite3
 from pathlib import Path
 
@@ -39,11 +40,24 @@ def test_fewshot_demo_analysed_end_to_end(tmp_path: Path) -> None:
         probs = [row[0] for row in conn.execute("SELECT probs FROM predictions")]
         n_heat = conn.execute("SELECT count(*) FROM heatmaps").fetchone()[0]
     assert len(probs) == 8 and n_heat == 16
+    for p in probs:  # a softmax over the two prototypes
+        assert abs(sum(json.loads(p)) - 1.0) < 1e-5
     out = tmp_path / "report"
     assert main(["report", "--db", str(db), "--out", str(out), "--structure", "hemorrhage",
                  "--quiet"]) == 0  # fmt: skip
     assert (out / "report.html").is_file() and (out / "report.pdf").is_file()
     with open(out / "scores.csv", newline="") as fh:
-        rows = [r for r in csv.DictReader(fh) if r.get("structure") == "hemorrhage"]
-    assert rows and {r["model"] for r in rows} == {"demo-fewshot"}
+        rows = [
+            r
+            for r in csv.DictReader(fh)
+            if r["structure"] == "hemorrhage" and r["model"] == "demo-fewshot"
+        ]
+    # Every image with a hemorrhage mask is scored for both methods (the baselines come too).
+    with open(data / "labels.csv", newline="") as fh:
+        with_lesions = sum(r["hemorrhage"] == "present" for r in csv.DictReader(fh))
+    assert len(rows) == 2 * with_lesions > 0
+    assert {r["method"] for r in rows} == {"gradcam", "hirescam"}
+    assert all(r["pointing_hit"] in ("0.0", "1.0") for r in rows)
+    assert all(r["outcome"] in ("correct", "false negative", "misclassified") for r in rows)
+    assert {r["true_class"] for r in rows} == {"present"}
     assert "demo-fewshot" in (out / "report.html").read_text(encoding="utf-8")
