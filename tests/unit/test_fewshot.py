@@ -347,3 +347,23 @@ def test_randomized_copy_recomputes_the_prototypes(tmp_path: Path) -> None:
         want = class_means(clone.embed(clone.support_images), clone.support_labels, 2)
     torch.testing.assert_close(clone.prototypes, want)
     assert not torch.allclose(clone.prototypes, model.prototypes)
+
+
+def test_support_images_outside_the_bundle_or_unreadable_are_refused(tmp_path: Path) -> None:
+    Image.fromarray(_spot_image(0, 5, 5)).save(tmp_path / "outside.png")
+    _protonet(tmp_path / "c", forward='support = "support/labels.csv"')
+    rows = "path,label\nsupport/red/red0.png,red\n../outside.png,green\n"
+    (tmp_path / "c" / "support" / "labels.csv").write_text(rows)
+    with pytest.raises(BundleError, match="outside.png lies outside the bundle"):
+        load_bundle(tmp_path / "c")
+    # A link inside support/ to a file elsewhere counts as outside too.
+    _protonet(tmp_path / "l")
+    (tmp_path / "l" / "support" / "green" / "link.png").symlink_to(tmp_path / "outside.png")
+    with pytest.raises(BundleError, match="lies outside the bundle"):
+        load_bundle(tmp_path / "l")
+    # A damaged support image: the bundle reads, building the model says which file.
+    _protonet(tmp_path / "d")
+    (tmp_path / "d" / "support" / "red" / "red1.png").write_bytes(b"not a png")
+    bundle = load_bundle(tmp_path / "d")
+    with pytest.raises(BundleError, match=r"cannot bind the support set.*red1.png"):
+        bundle.build_model()
