@@ -367,3 +367,24 @@ def test_support_images_outside_the_bundle_or_unreadable_are_refused(tmp_path: P
     bundle = load_bundle(tmp_path / "d")
     with pytest.raises(BundleError, match=r"cannot bind the support set.*red1.png"):
         bundle.build_model()
+
+
+def test_research_checkpoint_with_nested_prefixed_state_dict(tmp_path: Path) -> None:
+    """The README's worked example: torch.save({"model_state_dict": ...}) of a DataParallel
+    ProtoNet (`module.encoder.` keys), a support folder, and only a model.toml."""
+    made = _protonet(tmp_path / "b")
+    folder = tmp_path / "b"
+    (folder / "model.safetensors").unlink()
+    state = {f"module.encoder.{k}": v for k, v in made["net"].state_dict().items()}
+    torch.save({"model_state_dict": state, "epoch": 40}, folder / "protonet_best.pth")
+    text = (folder / "model.toml").read_text()
+    (folder / "model.toml").write_text(
+        text.replace('name = "proto"', 'name = "proto"\nweights = "protonet_best.pth"')
+    )
+    bundle = load_bundle(folder)
+    model = bundle.build_model()
+    assert not bundle.load_report.partial
+    query = prepare_batch([_spot_image(0, 30, 30)], bundle.card)[0]
+    with torch.no_grad():
+        z = made["net"](query)
+        torch.testing.assert_close(model.embed(query), z)
