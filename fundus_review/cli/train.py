@@ -136,6 +136,29 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--target-layer", help="Grad-CAM layer written to the card (default: family default)"
     )
+    f = p.add_argument_group(
+        "few-shot (--fewshot protonet)",
+        "episodic training of a prototypical network over --arch as its backbone; the bundle "
+        "ships a support set (README, Few-shot and custom-forward models)",
+    )
+    f.add_argument("--fewshot", choices=["protonet"], help="train a few-shot model instead")
+    f.add_argument("--episodes", type=int, default=d.episodes, help="episodes per epoch")
+    f.add_argument(
+        "--shots", type=int, default=d.shots, help="support images per class per episode"
+    )
+    f.add_argument(
+        "--queries", type=int, default=d.queries, help="query images per class per episode"
+    )
+    f.add_argument(
+        "--support-per-class",
+        type=int,
+        default=d.support_per_class,
+        help="training images per class copied into the bundle as its support set",
+    )
+    f.add_argument("--distance", default=d.distance, choices=["euclidean", "cosine"])
+    f.add_argument(
+        "--temperature", type=float, help="logits = -distance / T (default 1; cosine: 0.1)"
+    )
     p.add_argument("--name", help="model name in the card (default: the --out folder name)")
     p.add_argument("--description", default="", help="free text for the card")
     p.add_argument("--fp32", action="store_true", help="store float32 weights (default float16)")

@@ -17,7 +17,8 @@ Example card::
     strict_weights = true                   # false: load matching keys, list the rest
     output_key = "logits"                   # optional: a dict output's logits entry, or
                                             # output_index = 0 for a tuple output
-    score = "softmax"                       # "sigmoid": one logit, classes = [neg, pos]
+    score = "softmax"                       # "sigmoid": one logit, classes = [neg, pos];
+                                            # "multilabel": one sigmoid per label
 
     [training]                              # free-form, kept in ModelCard.extra["training"]
     epochs = 10
@@ -39,7 +40,7 @@ from torch import nn
 
 from fundus_review.atomic import atomic_write_bytes
 from fundus_review.data.images import file_sha256
-from fundus_review.errors import BundleError
+from fundus_review.errors import BundleError, FundusReviewError
 from fundus_review.inference.architectures import build_architecture
 from fundus_review.inference.card import (  # noqa: F401 - re-exported: the bundle's public API
     CARD_FILE,
@@ -50,7 +51,13 @@ from fundus_review.inference.card import (  # noqa: F401 - re-exported: the bund
     ModelCard,
     read_card,
 )
-from fundus_review.inference.outputs import OutputAdapter, OutputError, attach, describe_output
+from fundus_review.inference.outputs import (
+    OutputAdapter,
+    OutputError,
+    attach,
+    describe_output,
+    mark_probabilities,
+)
 from fundus_review.inference.toml_writer import dump_toml
 from fundus_review.inference.trust import UntrustedCodeError
 from fundus_review.inference.weights import LoadReport, WeightsError, load_into, read_weights
@@ -87,15 +94,21 @@ class ModelBundle:
         kwargs = card.extra.get("model_kwargs", {})
         if not isinstance(kwargs, dict):
             raise BundleError(f"bundle {self.path}: [model_kwargs] must be a table")
+        spec = card.forward
         try:
-            model = build_architecture(
-                card.architecture,
-                card.n_outputs,
-                card.input_size,
-                kwargs,
-                trust_code=trust_code,
-                bundle_dir=self.path,
-            )
+            if spec is None:
+                model = build_architecture(
+                    card.architecture,
+                    card.n_outputs,
+                    card.input_size,
+                    kwargs,
+                    trust_code=trust_code,
+                    bundle_dir=self.path,
+                )
+            else:  # the network the weights belong to; the support set is bound below
+                from fundus_review.inference.fewshot import build_inner
+
+                model = build_inner(card, spec, kwargs, trust_code=trust_code, bundle_dir=self.path)
         except UntrustedCodeError:
             raise
         except Exception as exc:  # noqa: BLE001 - any constructor failure is the bundle's problem
@@ -130,6 +143,16 @@ class ModelBundle:
                 output_key=card.output_key, output_index=card.output_index, score=card.score
             ),
         )
+        mark_probabilities(model, card.score)
+        if spec is not None:
+            from fundus_review.inference.fewshot import wrap_with_support
+
+            try:
+                model = wrap_with_support(model, card, spec, self.path, device)
+            except (ValueError, TypeError, RuntimeError, FundusReviewError) as exc:
+                raise BundleError(
+                    f"bundle {self.path} ({CARD_FILE} [forward]): cannot bind the support set: {exc}"
+                ) from exc
         model.eval()
         model.to(device)
         if check_input:
@@ -287,7 +310,7 @@ def describe_bundle(
 ) -> str:
     """What `fundus-review model inspect BUNDLE` prints."""
     from fundus_review.inference.architectures import count_parameters, find_head
-    from fundus_review.inference.layers import candidate_layers
+    from fundus_review.inference.layers import candidate_layers, reshape_transform_for
 
     card = bundle.card
     # The card's layers are reported below, not refused: inspect is how a user finds good ones.
@@ -305,7 +328,12 @@ def describe_bundle(
         f"Weights:       {bundle.weights_path.name} (sha256 {bundle.weights_sha256})",
         f"Weights load:  {_load_line(bundle.load_report)}",
         f"Parameters:    {count_parameters(model):,}",
-        f"Head:          {head[0] if head else 'not found'}",
+        "Head:          "
+        + (
+            "none: prototypes of the support set"
+            if card.forward is not None and card.forward.builtin
+            else (head[0] if head else "not found")
+        ),
     ]
     if card.output_key or card.output_index is not None or card.score != "softmax":
         entry = (
@@ -313,17 +341,25 @@ def describe_bundle(
             if card.output_key
             else (f"[{card.output_index}]" if card.output_index is not None else "")
         )
-        how = (
-            "one logit z, p(" + card.classes[1] + ") = sigmoid(z)"
-            if card.score == "sigmoid"
-            else "softmax"
-        )
+        how = {
+            "sigmoid": f"one logit z, p({card.classes[-1]}) = sigmoid(z)",
+            "multilabel": "multi-label: one logit per label, p(label) = sigmoid(z_label) "
+            "(need not sum to 1; predicted labels: p >= 0.5; a CAM explains one label)",
+        }.get(card.score, "softmax")
         lines.append(f"Output:        network output{entry}, {how}")
     if card.description:
         lines.append(f"Description:   {card.description}")
+    if card.forward is not None:
+        from fundus_review.inference.fewshot import support_summary
+
+        lines.append(f"Forward:       {support_summary(card, bundle.path)}")
     layers = bundle.target_layer_paths(model)
     source = "card" if card.target_layers else "family default"
     lines.append(f"Target layers: {', '.join(layers)} ({source})")
+    reshape = reshape_transform_for(model, card.architecture)
+    if reshape is not None:
+        name = getattr(reshape, "__name__", None) or repr(reshape)
+        lines.append(f"Reshape:       {name} (token/channel-last activations -> maps; automatic)")
     problem = bundle.card_layer_problem(model)
     if problem:
         lines.append(f"Problem:       {problem}")

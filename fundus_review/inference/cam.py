@@ -29,6 +29,7 @@ from fundus_review.inference.cam_methods import (
     canonical_method,
     method_display_name,
 )
+from fundus_review.inference.outputs import probabilities
 
 __all__ = [
     "CAM_METHODS",
@@ -44,7 +45,9 @@ __all__ = [
 
 @dataclass
 class CamResult:
-    probs: np.ndarray  # (B, C) float32 softmax of the logits of the same forward pass
+    # (B, C) float32 softmax of the logits of the same forward pass (per-label sigmoid for a
+    # multi-label network, inference/outputs.py)
+    probs: np.ndarray
     target_index: np.ndarray  # (B,) int64: the class each map explains
     heatmaps: dict[str, np.ndarray]  # method -> (B, in_h, in_w) float32 in [0, 1]
 
@@ -162,6 +165,12 @@ class CamEngine:
             # Methods that need known targets run last, when the other methods have fixed them.
             library_run = [m for m in self.records if not m.single_pass]
             library_run.sort(key=lambda m: m.needs_known_targets)
+            if library_run and hasattr(self.model, "query_rows"):
+                raise CamError(
+                    f"{', '.join(m.name for m in library_run)}: not available for a network "
+                    "that runs its support set through the target layers itself; use a "
+                    "gradient method (gradcam, hirescam, ...)"
+                )
             for method in library_run:
                 if method.needs_known_targets and logits is None:
                     logits = self._plain_forward(batch)
@@ -187,7 +196,7 @@ class CamEngine:
                 f"target class {int(target_tensor.max())} does not exist: "
                 f"the model has {logits.shape[1]} classes"
             )
-        probs = torch.softmax(logits.float(), dim=1).cpu().numpy()
+        probs = probabilities(self.model, logits).cpu().numpy()
         return CamResult(
             probs=probs.astype(np.float32, copy=False),
             target_index=target_tensor.cpu().numpy().astype(np.int64),

@@ -43,7 +43,14 @@ class PassResult:
 class _LayerCapture:
     """Forward hooks that turn target-layer outputs into the tensors we differentiate against."""
 
-    def __init__(self, layers: Sequence[torch.nn.Module]) -> None:
+    def __init__(
+        self,
+        layers: Sequence[torch.nn.Module],
+        query_rows: Callable[[int], slice | None] | None = None,
+    ) -> None:
+        # query_rows: a support-set network's (inference/fewshot.py) rows of a layer output
+        # that belong to the query images (None: a pass over the support set, not captured).
+        self.query_rows = query_rows
         self.tensors: list[torch.Tensor | None] = [None] * len(layers)
         self.calls = [0] * len(layers)
         self.handles = [
@@ -52,24 +59,37 @@ class _LayerCapture:
 
     def _hook(self, index: int) -> Callable:
         def hook(module: torch.nn.Module, inputs: object, output: object) -> torch.Tensor | None:
-            self.calls[index] += 1
-            if self.calls[index] > 1:
-                return None
             if not isinstance(output, torch.Tensor):
                 raise CamError(
                     f"target layer {type(module).__name__} returns {type(output).__name__}, "
                     "not a tensor; choose a layer whose output is a feature map"
                 )
-            if torch.is_grad_enabled() and not output.requires_grad:
+            rows = slice(None)
+            if self.query_rows is not None:
+                try:
+                    found = self.query_rows(int(output.shape[0]))
+                except ValueError as exc:
+                    raise CamError(str(exc)) from exc
+                if found is None:
+                    return None  # the support images' pass
+                rows = found
+            self.calls[index] += 1
+            if self.calls[index] > 1:
+                return None
+            part = output if rows == slice(None) else output[rows]
+            if torch.is_grad_enabled() and not part.requires_grad:
                 # Nothing below this layer reached it through autograd (frozen parameters), so it
                 # becomes the root of the only graph recorded in this pass.
-                captured = output.detach().requires_grad_(True)
+                captured = part.detach().requires_grad_(True)
             else:
-                captured = output
+                captured = part
             self.tensors[index] = captured
             # The network continues on a copy: an in-place op after the layer (ReLU(inplace),
             # "out += identity") would otherwise fail on a leaf or alter the captured activation.
-            return captured.clone()
+            if rows == slice(None):
+                return captured.clone()
+            start, stop, _ = rows.indices(int(output.shape[0]))
+            return torch.cat([output[:start].detach(), captured.clone(), output[stop:].detach()])
 
         return hook
 
@@ -94,7 +114,7 @@ def single_pass(
     read it); none means no graph is recorded at all. The caller has put the model in eval mode
     with frozen parameters.
     """
-    capture = _LayerCapture(layers)
+    capture = _LayerCapture(layers, getattr(model, "query_rows", None))
     try:
         with torch.set_grad_enabled(bool(scores)):
             logits = model(batch)

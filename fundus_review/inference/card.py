@@ -14,11 +14,21 @@ from pathlib import Path
 
 from fundus_review.core.transform import POLICIES
 from fundus_review.errors import BundleError
+from fundus_review.inference.support import (
+    FEWSHOT_SOURCE,
+    ForwardSpec,
+    list_support,
+    parse_forward,
+    support_classes,
+    support_digest,
+)
 
 CARD_FILE = "model.toml"
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin")
 WEIGHTS_FILE = "model.safetensors"
-SCORES = ("softmax", "sigmoid")  # how logits become class probabilities (inference/outputs.py)
+# How logits become class probabilities (inference/outputs.py): one softmax over the classes;
+# one sigmoid logit for [negative, positive]; or one sigmoid per label (multi-label).
+SCORES = ("softmax", "sigmoid", "multilabel")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 MIN_INPUT, MAX_INPUT = 16, 4096
@@ -49,6 +59,7 @@ class ModelCard:
     output_key: str = ""
     output_index: int | None = None
     # "sigmoid": one logit z, p(classes[1]) = sigmoid(z); classes must be [negative, positive].
+    # "multilabel": one logit per label, p(label) = sigmoid(z_label), not summing to 1.
     score: str = "softmax"
     extra: dict = field(default_factory=dict)
 
@@ -107,6 +118,26 @@ class ModelCard:
             )
         if not isinstance(self.extra, dict):
             raise ValueError("`extra` must be a dict")
+        spec = self.forward
+        if spec is None and split_architecture(self.architecture)[0] == FEWSHOT_SOURCE:
+            raise ValueError(
+                f"architecture {self.architecture!r} needs a [forward] table with the support "
+                "set (README, Few-shot and custom-forward models)"
+            )
+        if spec is not None and spec.builtin and self.score != "softmax":
+            raise ValueError(
+                "fewshot:protonet scores classes by their distance to the prototypes (a "
+                "softmax over them); `score` does not apply"
+            )
+        if spec is not None and spec.builtin and (self.output_key or self.output_index is not None):
+            raise ValueError("fewshot:protonet: `output_key` and `output_index` do not apply")
+
+    @property
+    def forward(self) -> ForwardSpec | None:
+        """The `[forward]` table (a support-set model), checked; None for a plain classifier."""
+        if "forward" not in self.extra:
+            return None
+        return parse_forward(self.extra["forward"], self.architecture)
 
     def to_dict(self) -> dict:
         """The TOML document: known fields first, then the free-form extra tables/keys."""
@@ -219,6 +250,13 @@ def read_card(path: str | os.PathLike) -> tuple[Path, ModelCard]:
     if "weights" not in doc:
         doc["weights"] = _find_weights(folder)
     try:
+        if "forward" in doc:
+            # A support-set model's classes come from its support set (README, Few-shot models).
+            spec = parse_forward(doc["forward"], str(doc.get("architecture", "")))
+            items = list_support(folder, spec)
+            doc["classes"] = support_classes(items, doc.get("classes"))
+            # Part of the model's identity in the store: other support images, another model.
+            doc["forward"] = {**doc["forward"], "support_sha256": support_digest(folder, items)}
         card = ModelCard.from_dict(doc, default_name=folder.name)
     except (ValueError, TypeError) as exc:
         raise BundleError(f"{card_path}: {exc}") from exc

@@ -52,6 +52,8 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.linalg import spsolve
 from torch import nn
 
+from fundus_review.inference.outputs import PROBABILITIES_ATTR
+
 ROAD_VERSION = 1
 DEFAULT_REMOVED: tuple[float, ...] = (0.1, 0.3, 0.5, 0.7, 0.9)
 DEFAULT_NOISE = 0.01  # NoisyLinearImputer's default
@@ -59,7 +61,8 @@ DEFAULT_NOISE = 0.01  # NoisyLinearImputer's default
 
 @dataclass(frozen=True)
 class RoadResult:
-    """ROAD of one heatmap: the target's softmax probability before and after each removal."""
+    """ROAD of one heatmap: the target's probability (softmax; a multi-label network's sigmoid)
+    before and after each removal."""
 
     target_index: int
     removed: tuple[float, ...]
@@ -215,7 +218,11 @@ def road_scores(
     for c in cam_list:
         if c.shape != (h, w):
             raise ValueError(f"heatmap is {c.shape}, the model input is {(h, w)}")
-    targets = [ClassifierOutputSoftmaxTarget(int(t)) for t in target_indices]
+    multilabel = getattr(model, PROBABILITIES_ATTR, "softmax") == "sigmoid"
+    targets = [
+        _SigmoidTarget(int(t)) if multilabel else ClassifierOutputSoftmaxTarget(int(t))
+        for t in target_indices
+    ]
     orders = [(removal_order(c, True, seed), removal_order(c, False, seed)) for c in cam_list]
     imputer = FastNoisyLinearImputer(noise=noise)
     device = batch.device
@@ -257,3 +264,15 @@ def _probs(model: nn.Module, x: torch.Tensor, targets: list) -> np.ndarray:
     with torch.no_grad():
         out = model(x)
     return np.array([float(t(o).detach().cpu()) for t, o in zip(targets, out, strict=True)])
+
+
+class _SigmoidTarget:
+    """p(label) of a multi-label network: the sigmoid of that label's logit (outputs.py)."""
+
+    def __init__(self, category: int) -> None:
+        self.category = category
+
+    def __call__(self, model_output: torch.Tensor) -> torch.Tensor:
+        if model_output.ndim == 1:
+            return torch.sigmoid(model_output[self.category])
+        return torch.sigmoid(model_output[:, self.category])

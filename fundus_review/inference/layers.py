@@ -130,10 +130,30 @@ def _last_conv_in(model: nn.Module, container: str) -> str:
     return f"{container}[-1]"
 
 
+def _wrapped(model: nn.Module) -> tuple[str, nn.Module, str] | None:
+    """(attribute, inner network, its architecture) of a support-set wrapper (fewshot.py)."""
+    from fundus_review.inference.fewshot import SupportSetModel
+
+    if isinstance(model, SupportSetModel):
+        return model.inner_name, model.inner, model.inner_architecture
+    return None
+
+
 def default_target_layers(
     model: nn.Module, architecture: str, input_size: tuple[int, int] = (224, 224)
 ) -> list[str]:
-    """Per-family default (grad-cam's recommendations); else the last spatial feature map."""
+    """Per-family default (grad-cam's recommendations); else the last spatial feature map.
+
+    For a support-set wrapper: the default of its backbone, under the backbone's attribute.
+    """
+    wrapped = _wrapped(model)
+    if wrapped is not None:
+        name, inner, inner_arch = wrapped
+        # The prototype backbone runs on images alone; a factory network needs the wrapper's
+        # forward (it takes the support set too) unless its family is known.
+        if not isinstance(model, _support_call_type()) or _family(inner, inner_arch) != "unknown":
+            return [f"{name}.{p}" for p in default_target_layers(inner, inner_arch, input_size)]
+        return [_last_spatial_module(model, input_size)]
     family = _family(model, architecture)
     tv = architecture.lower().startswith("torchvision:")
     if family == "swin":
@@ -154,6 +174,12 @@ def default_target_layers(
     if family == "features":
         return ["features[-1]"]
     return [_last_spatial_module(model, input_size)]
+
+
+def _support_call_type() -> type:
+    from fundus_review.inference.fewshot import SupportCallNetwork
+
+    return SupportCallNetwork
 
 
 def _last_spatial_module(model: nn.Module, input_size: tuple[int, int]) -> str:
@@ -222,6 +248,9 @@ def candidate_layers(
     family's default target layers."""
     modules = dict(model.named_modules())
     plain = (nn.Sequential, nn.ModuleList, nn.ModuleDict)
+    # Inside a support-set wrapper the backbone's own tree is what is listed.
+    wrapped = _wrapped(model)
+    root = f"{wrapped[0]}." if wrapped else ""
 
     def is_block(name: str) -> bool:
         # An element of a plain container that is not a container itself (a ResNet block).
@@ -230,12 +259,16 @@ def candidate_layers(
 
     def block_level(name: str) -> bool:
         # Stages and the elements of stages, not the convs inside a block.
+        if root:
+            if not name.startswith(root):
+                return False
+            name = name[len(root) :]
         if "." not in name:
             return True
         parts = name.split(".")
-        if type(modules[".".join(parts[:-1])]) not in plain:
+        if type(modules[root + ".".join(parts[:-1])]) not in plain:
             return False
-        return not any(is_block(".".join(parts[:i])) for i in range(1, len(parts) - 1))
+        return not any(is_block(root + ".".join(parts[:i])) for i in range(1, len(parts) - 1))
 
     defaults = set()
     try:
@@ -292,7 +325,11 @@ def nhwc_to_nchw(tensor: torch.Tensor) -> torch.Tensor:
 
 
 def reshape_transform_for(model: nn.Module, architecture: str) -> Callable | None:
-    """The activation reshape a CAM needs for this model's target layers (None for CNNs)."""
+    """The activation reshape a CAM needs for this model's target layers (None for CNNs);
+    for a support-set wrapper, its backbone's."""
+    wrapped = _wrapped(model)
+    if wrapped is not None:
+        return reshape_transform_for(wrapped[1], wrapped[2])
     family = _family(model, architecture)
     if family == "swin":
         return nhwc_to_nchw

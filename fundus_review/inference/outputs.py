@@ -11,6 +11,12 @@ Two card settings describe networks that are not a plain image -> logits functio
   class's sign (the factor 1/2 scales every gradient map uniformly, which the per-image min-max
   scaling of each heatmap removes).
 
+- `score = "multilabel"`: one logit per label, p(label) = sigmoid(z_label) each; the
+  probabilities need not sum to 1 and the labels with p >= 0.5 are the predicted set. The
+  logits are used as they are (a CAM's target is one label's logit z_label); `probabilities`
+  applies the sigmoid wherever the tool turns logits into stored probabilities (CamEngine,
+  ROAD), reading the mark `mark_probabilities` leaves on the network.
+
 The adapter is a forward hook on the network itself, not a wrapper module, so module paths
 (target layers, `model inspect`), the state_dict and re-initialised copies (randomize.py
 deep-copies the network, hook included) are those of the network as built.
@@ -18,7 +24,7 @@ deep-copies the network, hook included) are those of the network as built.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -84,7 +90,11 @@ class OutputAdapter:
     @property
     def needed(self) -> bool:
         """False when the network's output is used as it is (no hook is attached)."""
-        return bool(self.output_key) or self.output_index is not None or self.score != "softmax"
+        return (
+            bool(self.output_key)
+            or self.output_index is not None
+            or self.score not in ("softmax", "multilabel")
+        )
 
 
 def attach(model: nn.Module, adapter: OutputAdapter) -> nn.Module:
@@ -92,3 +102,29 @@ def attach(model: nn.Module, adapter: OutputAdapter) -> nn.Module:
     if adapter.needed:
         model.register_forward_hook(adapter)
     return model
+
+
+# The attribute on a network saying how its logits become probabilities ("softmax" when absent).
+PROBABILITIES_ATTR = "fundus_review_probabilities"
+MULTILABEL_THRESHOLD = 0.5
+
+
+def mark_probabilities(model: nn.Module, score: str) -> nn.Module:
+    """Record on `model` that its logits are per-label sigmoid scores (`score = "multilabel"`);
+    deep copies (randomised networks) keep the mark."""
+    if score == "multilabel":
+        setattr(model, PROBABILITIES_ATTR, "sigmoid")
+    return model
+
+
+def probabilities(model: nn.Module, logits: torch.Tensor) -> torch.Tensor:
+    """(B, C) probabilities of (B, C) logits: softmax, or per-label sigmoid for a marked network."""
+    if getattr(model, PROBABILITIES_ATTR, "softmax") == "sigmoid":
+        return torch.sigmoid(logits.float())
+    return torch.softmax(logits.float(), dim=1)
+
+
+def predicted_labels(probs: Sequence[float], classes: Sequence[str]) -> list[str]:
+    """A multi-label prediction: the labels with p >= 0.5, most probable first."""
+    order = sorted(range(len(classes)), key=lambda k: -float(probs[k]))
+    return [classes[k] for k in order if float(probs[k]) >= MULTILABEL_THRESHOLD]

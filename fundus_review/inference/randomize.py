@@ -148,4 +148,9 @@ def randomized_copy(model: nn.Module, module_names: Sequence[str], seed: int) ->
         for name in dict.fromkeys(module_names):
             torch.default_generator.manual_seed(module_seed(seed, name))
             _reinit(clone_modules[name])
-    return clone.to(device)
+    clone = clone.to(device)
+    # A support-set network's prototypes depend on its weights: recomputed with the new ones.
+    refresh = getattr(clone, "refresh_support", None)
+    if callable(refresh):
+        refresh()
+    return clone

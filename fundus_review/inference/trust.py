@@ -37,6 +37,7 @@ SAFE_SOURCES = {
     "timm.models": "timm",
     "torchvision": "torchvision",
     "torchvision.models": "torchvision",
+    "fewshot": "fewshot",  # built-in few-shot wrappers over a timm/torchvision backbone
 }
 # model_kwargs words that make timm/torchvision read a file or download weights.
 _LOADING_WORDS = ("pretrained", "checkpoint", "weights", "cache_dir", "hub", "url")
@@ -66,7 +67,7 @@ def split_source(architecture: str) -> tuple[str, str]:
 def code_module(architecture: str) -> str | None:
     """The module a card's architecture would import, or None for a timm/torchvision name."""
     source, _name = split_source(architecture)
-    return None if source in ("timm", "torchvision") else source
+    return None if source in ("timm", "torchvision", "fewshot") else source
 
 
 def allowed_modules() -> list[str]:

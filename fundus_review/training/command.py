@@ -39,6 +39,13 @@ OPTIONS = {
     "target_layer": "--target-layer",
     "name": "--name",
     "description": "--description",
+    "fewshot": "--fewshot",
+    "episodes": "--episodes",
+    "shots": "--shots",
+    "queries": "--queries",
+    "support_per_class": "--support-per-class",
+    "distance": "--distance",
+    "temperature": "--temperature",
 }
 
 

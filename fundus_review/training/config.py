@@ -16,6 +16,7 @@ from fundus_review.training.setup import TrainError
 ARCHITECTURE_DEFAULT = "timm:tf_efficientnet_lite0"
 CLASS_WEIGHTING = ("none", "weighted_loss", "balanced_sampler")
 WEIGHTS_DTYPES = ("float16", "float32")
+FEWSHOT_FIELDS = ("episodes", "shots", "queries", "support_per_class", "distance", "temperature")
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,22 @@ class TrainConfig:
     description: str = ""
     weights_dtype: str = "float16"
     overwrite: bool = False
+    # Few-shot training (`--fewshot protonet`, training/fewshot.py): an epoch is `episodes`
+    # episodes of `shots` support + `queries` query images per class; the bundle ships
+    # `support_per_class` training images per class as its support set.
+    fewshot: str | None = None
+    episodes: int = 50
+    shots: int = 5
+    queries: int = 5
+    support_per_class: int = 5
+    distance: str = "euclidean"
+    temperature: float | None = None  # None: 1 (euclidean) or 0.1 (cosine)
+
+    @property
+    def resolved_temperature(self) -> float:
+        if self.temperature is not None:
+            return float(self.temperature)
+        return 1.0 if self.distance == "euclidean" else 0.1
 
     @property
     def input_size(self) -> tuple[int, int]:
@@ -134,6 +151,16 @@ class TrainConfig:
             ):
                 raise bad(f"model argument {item!r} must be a (name, number|bool|text) pair")
         cfg = replace(cfg, model_kwargs=tuple((str(k), v) for k, v in cfg.model_kwargs))
+        if cfg.fewshot is not None:
+            if cfg.fewshot != "protonet":
+                raise bad(f"--fewshot '{cfg.fewshot}': the built-in few-shot model is protonet")
+            for name in ("episodes", "shots", "queries", "support_per_class"):
+                if getattr(cfg, name) < 1:
+                    raise bad(f"{name} must be at least 1, got {getattr(cfg, name)}")
+            if cfg.distance not in ("euclidean", "cosine"):
+                raise bad(f"distance must be euclidean or cosine, got '{cfg.distance}'")
+            if cfg.temperature is not None and not cfg.temperature > 0:
+                raise bad(f"temperature must be > 0, got {cfg.temperature}")
         if not cfg.data.is_dir():
             raise bad(f"dataset folder {cfg.data} does not exist")
         if cfg.labels_csv is not None and not cfg.labels_csv.is_file():
@@ -176,6 +203,8 @@ class TrainConfig:
             value = getattr(self, f.name)
             if value is None or f.name in ("overwrite", "model_kwargs"):
                 continue
+            if self.fewshot is None and f.name in FEWSHOT_FIELDS:
+                continue  # an ordinary classifier's record stays as it was
             if isinstance(value, Path):
                 value = str(value)
             elif isinstance(value, tuple):

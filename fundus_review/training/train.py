@@ -114,6 +114,11 @@ def train_model(
     bundle (marked ``stopped_early``); stopping before the first epoch ends writes nothing.
     """
     config = config.validated()
+    if config.fewshot is not None:
+        from fundus_review.training.fewshot import train_protonet
+
+        with _deterministic(config.seed):
+            return train_protonet(config, progress, should_stop)
     emit = progress or (lambda _ev: None)
     started = time.perf_counter()
     with _deterministic(config.seed):

@@ -85,3 +85,70 @@ def tuple_output_net(num_classes: int = 2, **_: object) -> nn.Module:
 
 def red_green_logit_net(num_classes: int = 1, **_: object) -> nn.Module:
     return RedGreenLogitNet(num_classes)
+
+
+class SupportQueryNet(nn.Module):
+    """A few-shot network as research code writes it: forward(support, labels, query).
+
+    Its encoder copies the red and green channels (ReLU'd) and averages them; the logits are
+    minus the squared distances of each query embedding to the class means of the support
+    embeddings. `concat`: the encoder runs once on [support; query] (reference ProtoNet code),
+    else once on the support and then on the query images (MetaOptNet code).
+    """
+
+    def __init__(self, num_classes: int = 2, concat: bool = True) -> None:
+        super().__init__()
+        conv = nn.Conv2d(3, 2, kernel_size=1)
+        with torch.no_grad():
+            conv.weight.copy_(torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]).view(2, 3, 1, 1))
+            conv.bias.zero_()
+        self.features = nn.Sequential(conv, nn.ReLU())
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.num_classes = num_classes
+        self.concat = concat
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pool(self.features(x)).flatten(1)
+
+    def forward(
+        self, support: torch.Tensor, labels: torch.Tensor, query: torch.Tensor
+    ) -> torch.Tensor:
+        if self.concat:
+            z = self.embed(torch.cat([support, query]))
+            zs, zq = z[: len(support)], z[len(support) :]
+        else:
+            zs, zq = self.embed(support), self.embed(query)
+        protos = torch.stack([zs[labels == c].mean(0) for c in range(self.num_classes)])
+        return -((zq[:, None, :] - protos[None]) ** 2).sum(-1)
+
+
+def support_query_net(num_classes: int = 2, concat: bool = True, **_: object) -> nn.Module:
+    return SupportQueryNet(num_classes, concat)
+
+
+class MultiLabelSpotNet(nn.Module):
+    """Three labels (red, green, blue), one logit each: z_k = 100 * mean(ReLU channel k) - 0.5.
+
+    A label's sigmoid is >= 0.5 exactly when its channel's mean exceeds 0.005 (an 8x8 spot of
+    value 1 in a 64x64 image has mean 0.0156); Grad-CAM of label k is the ReLU'd channel k.
+    """
+
+    def __init__(self, num_classes: int = 3) -> None:
+        super().__init__()
+        conv = nn.Conv2d(3, 3, kernel_size=1)
+        with torch.no_grad():
+            conv.weight.copy_(torch.eye(3).view(3, 3, 1, 1))
+            conv.bias.zero_()
+        self.features = nn.Sequential(conv, nn.ReLU())
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.head = nn.Linear(3, num_classes)
+        with torch.no_grad():
+            self.head.weight.copy_(100.0 * torch.eye(3)[:num_classes])
+            self.head.bias.fill_(-0.5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.pool(self.features(x)).flatten(1))
+
+
+def multi_label_spot_net(num_classes: int = 3, **_: object) -> nn.Module:
+    return MultiLabelSpotNet(num_classes)
