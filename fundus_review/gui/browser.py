@@ -234,8 +234,10 @@ class BrowserPanel(QWidget):
         self.list.setSpacing(2)
         self.list.doItemsLayout()
 
-    def set_rows(self, rows: list[BrowseRow], files=None, keep_view: bool = False) -> None:
-        self.model.set_rows(rows, files, keep_view)
+    def set_rows(
+        self, rows: list[BrowseRow], files=None, keep_view: bool = False, index=None
+    ) -> None:
+        self.model.set_rows(rows, files, keep_view, index)
         st = self.model.state
         self.filters.set_choices(
             st.distinct("label"),
@@ -262,8 +264,8 @@ class BrowserPanel(QWidget):
 
     @Slot()
     def _apply_filter(self) -> None:
-        self.model.set_sort(self.filters.sort.currentText(), self.filters.descending.isChecked())
-        self.model.set_filter(self.filters.current_filter())
+        f = self.filters
+        self.model.set_view(f.current_filter(), f.sort.currentText(), f.descending.isChecked())
 
     @Slot()
     def _after_reset(self) -> None:

@@ -197,9 +197,9 @@ class OpenMixin:
 
     def _on_rows(self, result, t0: float | None, reset: bool) -> None:
         self._rows_reset_since = None
-        rows, files = result
+        rows, files, index = result
         current = self.browser.current_id()
-        self.browser.set_rows(rows, files, keep_view=not reset)
+        self.browser.set_rows(rows, files, keep_view=not reset, index=index)
         if reset:
             self.status(
                 f"{len(rows)} images in {self.session.dataset_root} "

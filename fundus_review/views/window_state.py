@@ -18,6 +18,7 @@ from fundus_review.errors import FundusReviewError
 from fundus_review.paths import shipped_models_dir
 from fundus_review.store.db import Database, open_database
 from fundus_review.views.browse import BrowseRow
+from fundus_review.views.browse_index import BrowseIndex
 from fundus_review.views.queries import (
     DatasetInfo,
     ImageDetail,
@@ -116,13 +117,16 @@ class WindowState:
             n_masks = summary.imported
         return reg.dataset_id, problems, n_masks, len(reg.unread)
 
-    def rows(self, with_files: bool) -> tuple[list[BrowseRow], dict | None]:
+    def rows(self, with_files: bool) -> tuple[list[BrowseRow], dict | None, BrowseIndex]:
+        """(rows, image files or None, the rows' BrowseIndex): all built on the calling worker
+        thread, so the UI thread only swaps them in."""
         db = self._need_db()
         metric, structure = self.badge or (None, None)
         rows = load_browse_rows(
             db, self.dataset_id, self.model_id, self.run_id, self.rows_reviewer, metric, structure
         )
-        return rows, image_files(db, self.dataset_id) if with_files else None
+        files = image_files(db, self.dataset_id) if with_files else None
+        return rows, files, BrowseIndex(rows)
 
     @property
     def rows_reviewer(self) -> str | None:
