@@ -171,6 +171,9 @@ def _tooltip(row: BrowseRow) -> str:
         lines.append("regions: " + ", ".join(sorted(row.structures)))
     if row.score is not None:
         lines.append(f"score: {row.score:.3f}")
+    if row.cdr_text:
+        who = "your disc and cup" if row.cdr_own else f"{row.cdr_reviewers} reviewer(s)"
+        lines.append(f"vertical {row.cdr_text} — {who}")
     return "\n".join(lines)
 
 
@@ -260,7 +263,8 @@ class BrowserDelegate(QStyledItemDelegate):
             lines = [name, f"{row.label or '—'} → {pred[6:]}"]
         else:
             lines.append(pred)
-            lines.append(row.status.replace("_", " "))
+            status = row.status.replace("_", " ")
+            lines.append(f"{status} · {row.cdr_text}" if row.cdr_text else status)
         lh = fm.height()
         selected = bool(option.state & QStyle.State_Selected)
         # Right/wrong colours, lighter on the selection colour so they stay readable there.

@@ -211,6 +211,12 @@ class OpenMixin:
                 self.browser.list.setCurrentIndex(self.browser.model.index(0))
         self.rows_loaded.emit(len(rows))
         self._start_reading_soon()
+        if reset:  # ratios of regions drawn before the CDR cache existed: once, in the background
+            self.tasks.submit(
+                self.session.refresh_cdr,
+                lambda n: self.refresh_rows() if n else None,
+                key="cdr-cache",
+            )
 
     def _start_reading_soon(self) -> None:
         if self._read_when_shown is None:

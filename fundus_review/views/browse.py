@@ -19,7 +19,13 @@ from fundus_review.views.browse_index import BrowseIndex
 
 REVIEW_STATUSES = ("unreviewed", "in_progress", "done", "flagged")
 CORRECTNESS = ("all", "correct", "misclassified", "unlabelled", "unpredicted")
-SORT_KEYS = ("name", "label", "prediction", "confidence", "score", "status", "correct")
+SORT_KEYS = ("name", "label", "prediction", "confidence", "score", "status", "correct", "cdr")
+# What the browser's CDR value is (the tooltip of its sort key and of each row's value).
+CDR_HELP = (
+    "vertical cup-to-disc ratio (cup height / disc height) of the current reviewer's optic disc "
+    "and cup; where that reviewer drew none, the mean over the reviewers who drew both (their "
+    "number shown). Blank: no disc and cup drawn. Sorting puts blanks last."
+)
 
 
 @dataclass(frozen=True)
@@ -34,6 +40,17 @@ class BrowseRow:
     reviewers: frozenset[str] = frozenset()  # who drew regions or reviewed this image
     score: float | None = None  # the badge: the chosen metric vs the chosen structure
     has_heatmap: bool = False  # a heatmap of the current CAM run exists
+    cdr: float | None = None  # vertical CDR (CDR_HELP): the current reviewer's, else the mean
+    cdr_reviewers: int = 0  # how many reviewers' disc and cup `cdr` comes from
+    cdr_own: bool = False  # `cdr` is the current reviewer's own measurement
+
+    @property
+    def cdr_text(self) -> str:
+        """'CDR 0.45', 'CDR 0.45 (mean of 2)', or '' without a value."""
+        if self.cdr is None or math.isnan(self.cdr):
+            return ""
+        many = "" if self.cdr_own or self.cdr_reviewers <= 1 else f" (mean of {self.cdr_reviewers})"
+        return f"CDR {self.cdr:.2f}{many}"
 
     @property
     def name(self) -> str:

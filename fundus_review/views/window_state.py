@@ -128,6 +128,13 @@ class WindowState:
         files = image_files(db, self.dataset_id) if with_files else None
         return rows, files, BrowseIndex(rows)
 
+    def refresh_cdr(self) -> int:
+        """Measure the cup-to-disc ratios the cache lacks in this dataset (regions from before
+        the cache, or without a raster); returns how many (``app.cdr.refresh_cdr_cache``)."""
+        from fundus_review.app.cdr import refresh_cdr_cache
+
+        return refresh_cdr_cache(self._need_db(), self.dataset_id)
+
     @property
     def rows_reviewer(self) -> str | None:
         """Whose review status and regions the browser rows show."""
