@@ -21,8 +21,8 @@ from fundus_review.core import geometry
 from fundus_review.core.cdr import cup_disc_ratio
 from fundus_review.core.stats import Summary, summarize
 from fundus_review.data.csv_columns import numeric_column
-from fundus_review.errors import FundusReviewError
-from fundus_review.store import repo, repo_exchange
+from fundus_review.errors import FundusReviewError, StoreError
+from fundus_review.store import repo, repo_cdr, repo_exchange
 from fundus_review.store.db import Database
 
 __all__ = [
@@ -32,6 +32,7 @@ __all__ = [
     "against_dataset",
     "between_reviewers",
     "cdr_rows",
+    "refresh_cdr_cache",
 ]
 
 DISC, CUP = "optic_disc", "optic_cup"
@@ -164,3 +165,22 @@ def against_dataset(rows: Sequence[CdrRow], seed: int = 0) -> list[CdrAgreement]
         )
         for rev, rs in sorted(by_rev.items())
     ]
+
+
+def refresh_cdr_cache(db: Database, dataset_id: int | None = None, batch: int = 500) -> int:
+    """Measure every (image, reviewer) with a disc and a cup but no cached ratio yet: regions
+    drawn before the cache existed (migration 0004), or shapes stored without a raster. One
+    transaction per ``batch`` pairs; returns how many were measured. Every edit keeps its own
+    pair up to date (``store.repo_cdr``), so after the first open this finds nothing."""
+    with db.session(read_only=True) as s:
+        todo = repo_cdr.stale_pairs(s, dataset_id)
+    done = 0
+    for start in range(0, len(todo), batch):
+        with db.session() as s:
+            for image_id, reviewer_id in todo[start : start + batch]:
+                try:
+                    if repo_cdr.refresh_cdr(s, image_id, reviewer_id, geometry.rasterize):
+                        done += 1
+                except (StoreError, ValueError):
+                    continue  # an unreadable region: no ratio, as in the export (it says why)
+    return done

@@ -7,7 +7,7 @@ PgUp/PgDn move through the list and the viewer follows the current row.
 
 from __future__ import annotations
 
-from PySide6.QtCore import QModelIndex, Signal, Slot
+from PySide6.QtCore import QModelIndex, Qt, Signal, Slot
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 
 from fundus_review.gui.browser_model import ROW_ROLE, BrowserDelegate, BrowserModel
 from fundus_review.views.browse import (
+    CDR_HELP,
     CORRECTNESS,
     REVIEW_STATUSES,
     SORT_KEYS,
@@ -59,6 +60,7 @@ class FilterBar(QWidget):
         self.score_min, self.score_max = _spin(0.0), _spin(1.0)
         self.sort = QComboBox()
         self.sort.addItems(SORT_KEYS)
+        self.sort.setItemData(SORT_KEYS.index("cdr"), CDR_HELP, Qt.ToolTipRole)
         self.badge_metric = QComboBox(toolTip="the score shown on each thumbnail's badge")
         self.badge_structure = QComboBox(toolTip="the expert region the badge score is against")
         self.descending = QToolButton(text="↓", checkable=True, toolTip="descending")
@@ -234,8 +236,10 @@ class BrowserPanel(QWidget):
         self.list.setSpacing(2)
         self.list.doItemsLayout()
 
-    def set_rows(self, rows: list[BrowseRow], files=None, keep_view: bool = False) -> None:
-        self.model.set_rows(rows, files, keep_view)
+    def set_rows(
+        self, rows: list[BrowseRow], files=None, keep_view: bool = False, index=None
+    ) -> None:
+        self.model.set_rows(rows, files, keep_view, index)
         st = self.model.state
         self.filters.set_choices(
             st.distinct("label"),
@@ -262,8 +266,8 @@ class BrowserPanel(QWidget):
 
     @Slot()
     def _apply_filter(self) -> None:
-        self.model.set_sort(self.filters.sort.currentText(), self.filters.descending.isChecked())
-        self.model.set_filter(self.filters.current_filter())
+        f = self.filters
+        self.model.set_view(f.current_filter(), f.sort.currentText(), f.descending.isChecked())
 
     @Slot()
     def _after_reset(self) -> None:

@@ -1,12 +1,13 @@
 """The browser's list model and item painter over `browse.BrowserState`.
 
 The model is a QAbstractListModel that maps row numbers onto the state's visible indices, so a
-10,000-image dataset appears at once; thumbnails are requested only for rows being painted and
+100,000-image dataset appears at once (the rows' column index is built on the loading thread); thumbnails are requested only for rows being painted and
 arrive from a thread pool (cached on disk), after which only that row is repainted.
 """
 
 from __future__ import annotations
 
+import numpy as np
 from PySide6.QtCore import (
     QAbstractListModel,
     QModelIndex,
@@ -24,8 +25,8 @@ from fundus_review.views.browse import (
     BrowseRow,
     BrowserState,
     format_badge,
-    ordered_indices,
 )
+from fundus_review.views.browse_index import BrowseIndex
 
 ROW_ROLE = Qt.UserRole + 1
 
@@ -48,14 +49,18 @@ class BrowserModel(QAbstractListModel):
         rows: list[BrowseRow],
         files: dict[int, tuple[str, str | None]] | None = None,
         keep_view: bool = False,
+        index: BrowseIndex | None = None,
     ) -> None:
         """New rows (filter and sort kept). Thumbnails of unchanged files are kept.
 
         With `keep_view`, rows whose visible order did not change are repainted in place
         instead of resetting the list, so a job refreshing rows every few seconds never
-        scrolls the list under the reviewer.
+        scrolls the list under the reviewer. `index` is the rows' BrowseIndex, built on the
+        worker thread that loaded them (building it here would freeze 100,000 rows' UI).
         """
-        if files is not None:
+        if index is None or index.n != len(rows):
+            index = BrowseIndex(rows)
+        if files is not None and self.files and files != self.files:  # (== : one C loop)
             # (path, file stamp); a stamp appearing where there was none is the background
             # read of a newly listed file, not a change of the file.
             changed = {
@@ -67,28 +72,32 @@ class BrowserModel(QAbstractListModel):
             for image_id in changed | (self.files.keys() - files.keys()):
                 self.thumbs.pop(image_id, None)
                 self._failed.discard(image_id)
+        if files is not None:
             self.files = files
         if keep_view:
             st = self.state
-            visible = ordered_indices(rows, st.filter, st.sort_key, st.descending)
-            if [rows[i].image_id for i in visible] == st.visible_ids():
-                st.rows, st.visible = list(rows), visible
-                if visible:
-                    self.dataChanged.emit(self.index(0), self.index(len(visible) - 1))
+            order = index.order(st.filter, st.sort_key, st.descending)
+            old = st.index.order(st.filter, st.sort_key, st.descending)
+            if len(order) == len(old) and np.array_equal(index.ids[order], st.index.ids[old]):
+                st.set_rows(rows, index)
+                if len(order):
+                    self.dataChanged.emit(self.index(0), self.index(len(order) - 1))
                 return
         self.beginResetModel()
-        self.state.set_rows(rows)
+        self.state.set_rows(rows, index)
+        self.endResetModel()
+
+    def set_view(self, filt: BrowseFilter, key: str, descending: bool) -> None:
+        """Filter and sort in one reset of the list."""
+        self.beginResetModel()
+        self.state.set_view(filt, key, descending)
         self.endResetModel()
 
     def set_filter(self, filt: BrowseFilter) -> None:
-        self.beginResetModel()
-        self.state.set_filter(filt)
-        self.endResetModel()
+        self.set_view(filt, self.state.sort_key, self.state.descending)
 
     def set_sort(self, key: str, descending: bool) -> None:
-        self.beginResetModel()
-        self.state.set_sort(key, descending)
-        self.endResetModel()
+        self.set_view(self.state.filter, key, descending)
 
     def rowCount(self, parent=None) -> int:  # noqa: N802 - Qt API
         return 0 if parent is not None and parent.isValid() else len(self.state.visible)
@@ -162,6 +171,9 @@ def _tooltip(row: BrowseRow) -> str:
         lines.append("regions: " + ", ".join(sorted(row.structures)))
     if row.score is not None:
         lines.append(f"score: {row.score:.3f}")
+    if row.cdr_text:
+        who = "your disc and cup" if row.cdr_own else f"{row.cdr_reviewers} reviewer(s)"
+        lines.append(f"vertical {row.cdr_text} — {who}")
     return "\n".join(lines)
 
 
@@ -251,7 +263,8 @@ class BrowserDelegate(QStyledItemDelegate):
             lines = [name, f"{row.label or '—'} → {pred[6:]}"]
         else:
             lines.append(pred)
-            lines.append(row.status.replace("_", " "))
+            status = row.status.replace("_", " ")
+            lines.append(f"{status} · {row.cdr_text}" if row.cdr_text else status)
         lh = fm.height()
         selected = bool(option.state & QStyle.State_Selected)
         # Right/wrong colours, lighter on the selection colour so they stay readable there.

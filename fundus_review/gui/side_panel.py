@@ -29,7 +29,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from fundus_review.gui.side_readouts import PredictionBox, ScoresBox
+from fundus_review.gui.side_readouts import CdrBox, PredictionBox, ScoresBox
 from fundus_review.gui.viewer import COLORMAPS
 from fundus_review.views.overlays import structure_color
 from fundus_review.views.queries import RunChoice
@@ -69,9 +69,11 @@ class SidePanel(QScrollArea):
         lay.setContentsMargins(4, 4, 4, 4)
         self.prediction = PredictionBox()
         self.score_box = ScoresBox()
+        self.cdr_box = CdrBox()
         lay.addWidget(self._model_group())
         lay.addWidget(self._display_group())
         lay.addWidget(self.prediction)
+        lay.addWidget(self.cdr_box)
         lay.addWidget(self.score_box)
         lay.addStretch(1)
         self.setWidget(body)
@@ -310,6 +312,7 @@ class SidePanel(QScrollArea):
         self.prediction.show_prediction(detail, target_index)
 
     def show_scores(self, ov) -> None:
+        self.cdr_box.show_cdr(ov)
         if ov is not None and ov.scores:
             ov = replace(ov, scores=label_reviewers(ov.scores))
         self.score_box.show_scores(ov)

@@ -162,3 +162,48 @@ class ScoresBox(QGroupBox):
         ]
         note = f"scores {source}." if structures else "no expert regions on this image."
         self.note.setText("\n".join([note, *hits, *ov.problems]))
+
+
+class CdrBox(QGroupBox):
+    """Vertical and area cup-to-disc ratio of the image shown, per reviewer (``core.cdr``)."""
+
+    def __init__(self, parent=None) -> None:
+        super().__init__("Cup-to-disc ratio", parent)
+        v = QVBoxLayout(self)
+        self.table = _table(0, 2)
+        self.table.setHorizontalHeaderLabels(["vertical", "area"])
+        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.Stretch)
+        self.table.setToolTip(
+            "vertical: cup height / disc height (rows spanned); area: cup pixels / disc pixels;"
+            " each reviewer's disc and cup regions (their union). Updated after every edit."
+        )
+        self.note = QLabel("")
+        self.note.setWordWrap(True)
+        v.addWidget(self.table)
+        v.addWidget(self.note)
+        self.show_cdr(None)
+
+    def show_cdr(self, ov: Overlays | None) -> None:
+        rows = [] if ov is None else list(ov.cdr)
+        self.table.setRowCount(len(rows))
+        self.table.setVerticalHeaderLabels([r.reviewer for r in rows])
+        for i, r in enumerate(rows):
+            for c, value in enumerate((r.vertical, r.area)):
+                self.table.setItem(i, c, QTableWidgetItem("—" if value is None else f"{value:.3f}"))
+        height = self.table.horizontalHeader().sizeHint().height() + 4
+        height += sum(self.table.rowHeight(i) for i in range(len(rows))) if rows else 0
+        self.table.setFixedHeight(min(height, 200))
+        self.table.setVisible(bool(rows))
+        self.note.setText(
+            ""
+            if rows
+            else "draw an optic disc and an optic cup (Annotate tab) to measure the ratio."
+        )
+
+    def values(self) -> list[tuple[str, str, str]]:
+        """(reviewer, vertical, area) as shown: for tests and screenshots."""
+        t = self.table
+        return [
+            (t.verticalHeaderItem(i).text(), t.item(i, 0).text(), t.item(i, 1).text())
+            for i in range(t.rowCount())
+        ]

@@ -197,9 +197,9 @@ class OpenMixin:
 
     def _on_rows(self, result, t0: float | None, reset: bool) -> None:
         self._rows_reset_since = None
-        rows, files = result
+        rows, files, index = result
         current = self.browser.current_id()
-        self.browser.set_rows(rows, files, keep_view=not reset)
+        self.browser.set_rows(rows, files, keep_view=not reset, index=index)
         if reset:
             self.status(
                 f"{len(rows)} images in {self.session.dataset_root} "
@@ -211,6 +211,12 @@ class OpenMixin:
                 self.browser.list.setCurrentIndex(self.browser.model.index(0))
         self.rows_loaded.emit(len(rows))
         self._start_reading_soon()
+        if reset:  # ratios of regions drawn before the CDR cache existed: once, in the background
+            self.tasks.submit(
+                self.session.refresh_cdr,
+                lambda n: self.refresh_rows() if n else None,
+                key="cdr-cache",
+            )
 
     def _start_reading_soon(self) -> None:
         if self._read_when_shown is None:

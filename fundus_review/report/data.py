@@ -34,6 +34,7 @@ SOFTWARE = (
     "pillow",
     "matplotlib",
 )
+_CHUNK = 2000  # heatmaps whose scores are read in one query
 # Columns of the per-image CSV before the metric columns.
 ROW_FIELDS = (
     "dataset",
@@ -244,22 +245,30 @@ def collect(
         for v in verdicts:
             by_heatmap.setdefault(v["heatmap_id"], []).append(v)
         rows: list[dict[str, Any]] = []
-        for r in results:
-            scores: dict[tuple[str, str], dict[str, float | None]] = {}
-            for sc in repo.list_scores(s, heatmap=r.heatmap_id):
-                name = reviewer_names[sc.reviewer_id]
-                if wanted_structures is not None and sc.structure not in wanted_structures:
+        names: dict[str, str] = {}
+        # The scores of _CHUNK heatmaps at a time, in one SELECT of plain values each.
+        for start in range(0, len(results), _CHUNK):
+            part = results[start : start + _CHUNK]
+            scores: dict[int, dict[tuple[str, str], dict[str, float | None]]] = {}
+            for hm_id, structure, rev_id, metric, value in repo.iter_score_values(
+                s, [r.heatmap_id for r in part], metrics, chunk=_CHUNK
+            ):
+                name = reviewer_names[rev_id]
+                if wanted_structures is not None and structure not in wanted_structures:
                     continue
                 if wanted_reviewers is not None and name not in wanted_reviewers:
                     continue
-                if sc.metric in metrics:
-                    scores.setdefault((sc.structure, name), {})[sc.metric] = sc.value
-            base = _base_row(r, ds_names, run_label, negative, thresholds, by_heatmap)
-            for (structure, reviewer), values in scores.items():
-                rows.append(
-                    {**base, "structure": structure, "reviewer": reviewer}
-                    | {m: values.get(m) for m in metrics}
-                )
+                structure = names.setdefault(structure, structure)  # one str object per name
+                scores.setdefault(hm_id, {}).setdefault((structure, name), {})[metric] = value
+            for r in part:
+                if r.heatmap_id not in scores:
+                    continue
+                base = _base_row(r, ds_names, run_label, negative, thresholds, by_heatmap)
+                for (structure, reviewer), values in scores[r.heatmap_id].items():
+                    row = {**base, "structure": structure, "reviewer": reviewer}
+                    for m in metrics:
+                        row[m] = values.get(m)
+                    rows.append(row)
     hm_run = {r.heatmap_id: run_label[r.run_id] for r in results}
     for v in verdicts:
         v["run"] = hm_run[v["heatmap_id"]]

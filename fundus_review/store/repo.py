@@ -13,7 +13,7 @@ Reviewers and regions: get_or_create_reviewer, list_reviewers, add_annotation, u
 Review state: set_review_status, get_review_status, set_verdict, list_verdicts.
 Models and results: get_or_create_model, list_models, get_or_create_cam_run, list_cam_runs,
     save_prediction, get_prediction, save_heatmap, get_heatmap, heatmap_array, load_heatmap,
-    find_done_images, save_scores, list_scores, delete_scores.
+    find_done_images, save_scores, list_scores, iter_score_values, delete_scores.
 Reports: iter_results (-> ResultRow).
 Read models of the window and the import use case have their own modules, imported directly:
 ``store.repo_views`` (views/) and ``store.repo_import`` (app/importing, app/identify).
@@ -67,7 +67,13 @@ from fundus_review.store.repo_results import (
     save_heatmap,
     save_prediction,
 )
-from fundus_review.store.repo_scores import delete_scores, list_scores, mean_score, save_scores
+from fundus_review.store.repo_scores import (
+    delete_scores,
+    iter_score_values,
+    list_scores,
+    mean_score,
+    save_scores,
+)
 
 __all__ = [
     "forget_unread_images",
@@ -100,6 +106,7 @@ __all__ = [
     "list_models",
     "list_reviewers",
     "list_scores",
+    "iter_score_values",
     "list_structures",
     "list_verdicts",
     "load_heatmap",

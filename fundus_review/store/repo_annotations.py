@@ -1,7 +1,8 @@
 """Expert regions, review status and verdicts. Call these through ``fundus_review.store.repo``.
 
 Every change to a reviewer's regions of a structure deletes the scores computed from them
-(``delete_scores``), so a report can never show a score of a mask that no longer exists.
+(``delete_scores``), so a report can never show a score of a mask that no longer exists, and
+re-measures the cached cup-to-disc ratio of a disc or cup (``repo_cdr.refresh_cdr``).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import numpy as np
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from fundus_review.core.cdr import cup_disc_ratio
 from fundus_review.core.vocabulary import ANNOTATION_KINDS, REVIEW_STATUSES, VERDICTS
 from fundus_review.errors import StoreError
 from fundus_review.store.codec import decode_mask, encode_mask
@@ -20,6 +22,7 @@ from fundus_review.store.repo_images import _insert_or_fetch, get_by_id, image_s
 from fundus_review.store.repo_scores import delete_scores
 from fundus_review.store.schema import (
     Annotation,
+    CupDiscRatioCache,
     Image,
     ImageReview,
     Verdict,
@@ -73,11 +76,20 @@ def add_annotation(
     )
     s.add(ann)
     s.flush()
-    delete_scores(s, img.id, structure, ann.reviewer_id)
+    _regions_changed(s, img.id, structure, ann.reviewer_id)
     return ann
 
 
 _KEEP: Any = object()
+
+
+def _regions_changed(s: Session, image_id: int, structure: str, reviewer_id: int) -> None:
+    """A reviewer's regions of a structure changed: drop their scores, and re-measure the
+    cup-to-disc ratio when the structure is the disc or the cup (same transaction)."""
+    delete_scores(s, image_id, structure, reviewer_id)
+    if structure in CDR_STRUCTURES:
+        s.flush()
+        refresh_cdr(s, image_id, reviewer_id)
 
 
 def update_annotation(
@@ -92,7 +104,7 @@ def update_annotation(
     if ann.geometry is None and ann.raster is None:
         raise ValueError(f"annotation {ann.id} would have neither geometry nor mask")
     ann.updated_at = utcnow()
-    delete_scores(s, ann.image_id, ann.structure, ann.reviewer_id)
+    _regions_changed(s, ann.image_id, ann.structure, ann.reviewer_id)
     return ann
 
 
@@ -144,7 +156,7 @@ def replace_imported_mask(
             extra.deleted_at, changed = utcnow(), True
     if changed:
         ann.updated_at = utcnow()
-        delete_scores(s, img.id, structure, rev_id)
+        _regions_changed(s, img.id, structure, rev_id)
     return ann, changed
 
 
@@ -177,7 +189,7 @@ def soft_delete_annotation(s: Session, annotation: object) -> Annotation:
     ann = get_by_id(s, Annotation, annotation)
     if ann.deleted_at is None:
         ann.deleted_at = utcnow()
-        delete_scores(s, ann.image_id, ann.structure, ann.reviewer_id)
+        _regions_changed(s, ann.image_id, ann.structure, ann.reviewer_id)
     return ann
 
 
@@ -186,7 +198,7 @@ def restore_annotation(s: Session, annotation: object) -> Annotation:
     if ann.deleted_at is not None:
         ann.deleted_at = None
         ann.updated_at = utcnow()
-        delete_scores(s, ann.image_id, ann.structure, ann.reviewer_id)
+        _regions_changed(s, ann.image_id, ann.structure, ann.reviewer_id)
     return ann
 
 
@@ -299,3 +311,45 @@ def list_verdicts(
     if reviewer is not None:
         q = q.where(Verdict.reviewer_id == ref_id(reviewer))
     return list(s.scalars(q))
+
+
+# -- the cached cup-to-disc ratio (store.repo_cdr reads it) ------------------------------------
+
+CDR_STRUCTURES = ("optic_disc", "optic_cup")
+
+
+def refresh_cdr(
+    s: Session, image: object, reviewer: object, rasterize: Rasterizer | None = None
+) -> CupDiscRatioCache | None:
+    """Recompute (or drop) the cached ratios of one reviewer on one image; returns the row, or
+    None when the reviewer lacks a disc or a cup there (or one has no raster and no
+    ``rasterize`` was given: ``repo_cdr.stale_pairs`` then lists the pair)."""
+    image_id, reviewer_id = ref_id(image), ref_id(reviewer)
+    row = s.scalar(
+        select(CupDiscRatioCache).where(
+            CupDiscRatioCache.image_id == image_id, CupDiscRatioCache.reviewer_id == reviewer_id
+        )
+    )
+    disc_name, cup_name = CDR_STRUCTURES
+    try:
+        disc = structure_mask(s, image_id, disc_name, reviewer_id, rasterize)
+        cup = (
+            None if disc is None else structure_mask(s, image_id, cup_name, reviewer_id, rasterize)
+        )
+    except StoreError:
+        if rasterize is not None:
+            raise
+        disc = cup = None  # a shape without raster: measured later, with a rasteriser
+    if disc is None or cup is None:
+        if row is not None:
+            s.delete(row)
+            s.flush()
+        return None
+    ratio = cup_disc_ratio(disc, cup)
+    if row is None:
+        row = CupDiscRatioCache(image_id=image_id, reviewer_id=reviewer_id)
+        s.add(row)
+    row.vertical, row.horizontal, row.area = ratio.vertical, ratio.horizontal, ratio.area
+    row.updated_at = utcnow()
+    s.flush()
+    return row

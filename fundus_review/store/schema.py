@@ -320,3 +320,22 @@ class FaithfulnessValue(_Timestamps, Base):
     @property
     def params(self) -> dict[str, Any]:
         return dict(json.loads(self.params_json))
+
+
+class CupDiscRatioCache(_Timestamps, Base):
+    """One reviewer's cup-to-disc ratios on one image (``core.cdr``), kept for the browser.
+
+    A row exists for each (image, reviewer) with live regions of both ``optic_disc`` and
+    ``optic_cup`` (each the union of the reviewer's regions): written in the transaction of every
+    edit of those regions (``store.repo_cdr.refresh_cdr``), so sorting 100,000 images by CDR never
+    rasterises a region. Ratios are NULL where undefined (an empty disc). Migration 0004.
+    """
+
+    __tablename__ = "cdr_cache"
+    __table_args__ = (UniqueConstraint("image_id", "reviewer_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
+    reviewer_id: Mapped[int] = mapped_column(ForeignKey("reviewers.id", ondelete="CASCADE"))
+    vertical: Mapped[float | None] = mapped_column(Float, nullable=True)
+    horizontal: Mapped[float | None] = mapped_column(Float, nullable=True)
+    area: Mapped[float | None] = mapped_column(Float, nullable=True)

@@ -14,11 +14,17 @@ import cv2
 import numpy as np
 
 from fundus_review.core.binarize import binarize
+from fundus_review.core.cdr import cup_disc_ratio
 from fundus_review.core.pointing import PointingResult, pointing_game, tolerance_from_transform
 from fundus_review.core.transform import InputTransform
 from fundus_review.store.db import Database
 from fundus_review.views.pyramid import Pyramid
-from fundus_review.views.queries import heatmap_target, load_heatmap, load_region_masks
+from fundus_review.views.queries import (
+    ImageCdr,
+    heatmap_target,
+    load_heatmap,
+    load_region_masks,
+)
 from fundus_review.views.scores import stored_scores
 
 # Fixed colours for the usual structures; others get a stable colour from their name.
@@ -77,6 +83,8 @@ class Overlays:
     problems: list[str] = field(default_factory=list)
     missing: bool = False  # a heatmap was asked for but none is stored for this image
     heat_pyramid: Pyramid | None = None  # the heatmap's display levels, made off the UI thread
+    # Each reviewer's cup-to-disc ratios (core.cdr) where they drew a disc and a cup, by name.
+    cdr: list[ImageCdr] = field(default_factory=list)
 
 
 def pick_overlays(
@@ -112,9 +120,15 @@ def build_overlays(
     threshold: float = 0.5,
 ) -> Overlays:
     out = Overlays(image_id, run_id)
+    per_reviewer: dict[tuple[str, str], np.ndarray] = {}
     for region in load_region_masks(db, image_id):
         prev = out.region_masks.get(region.structure)
         out.region_masks[region.structure] = region.mask if prev is None else (prev | region.mask)
+        if region.structure in ("optic_disc", "optic_cup"):
+            key = (region.reviewer, region.structure)
+            prev = per_reviewer.get(key)
+            per_reviewer[key] = region.mask if prev is None else (prev | region.mask)
+    out.cdr = _reviewer_cdr(per_reviewer)
     for structure, mask in out.region_masks.items():
         out.regions[structure] = mask_outline(mask)
     if fov is not None:
@@ -158,4 +172,15 @@ def build_overlays(
                 out.live_scores[structure] = score_heatmap(hm, mask, fov, tolerance_px=tol)
             except ValueError as exc:
                 out.problems.append(f"{structure}: {exc}")
+    return out
+
+
+def _reviewer_cdr(masks: dict[tuple[str, str], np.ndarray]) -> list[ImageCdr]:
+    """Cup-to-disc ratios of each reviewer with both a disc and a cup (the union of each)."""
+    out = []
+    for reviewer in sorted({r for r, _s in masks}):
+        disc, cup = masks.get((reviewer, "optic_disc")), masks.get((reviewer, "optic_cup"))
+        if disc is not None and cup is not None:
+            ratio = cup_disc_ratio(disc, cup)
+            out.append(ImageCdr(reviewer, ratio.vertical, ratio.horizontal, ratio.area))
     return out

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from fundus_review.store import Session, repo, repo_views
+from fundus_review.store import Session, repo, repo_cdr, repo_views
 from fundus_review.store.db import Database
 from fundus_review.views.browse import BrowseRow
 
@@ -203,6 +203,7 @@ def load_browse_rows(
         for image_id, struct, name in repo_views.live_region_structures(s, dataset_id):
             structures.setdefault(image_id, set()).add(struct)
             who.setdefault(image_id, set()).add(name)
+        cdr = _browse_cdr(repo_cdr.cached_ratios(s, dataset_id), reviewer)
         with_heatmap: set[int] = set()
         scores: dict[int, float | None] = {}
         if run_id is not None:
@@ -212,6 +213,7 @@ def load_browse_rows(
     rows = []
     for image_id, rel_path in images:
         pred, conf = preds.get(image_id, (None, None))
+        ratio, n_cdr, own = cdr.get(image_id, (None, 0, False))
         rows.append(
             BrowseRow(
                 image_id=image_id,
@@ -224,9 +226,50 @@ def load_browse_rows(
                 reviewers=frozenset(who.get(image_id, ())),
                 score=scores.get(image_id),
                 has_heatmap=image_id in with_heatmap,
+                cdr=ratio,
+                cdr_reviewers=n_cdr,
+                cdr_own=own,
             )
         )
     return rows
+
+
+def _browse_cdr(
+    cached: list[tuple[int, str, float | None, float | None, float | None]], reviewer: str | None
+) -> dict[int, tuple[float, int, bool]]:
+    """image id -> (vertical CDR, reviewers it comes from, whether it is `reviewer`'s own): the
+    reviewer's own where measured, else the mean over every reviewer with a value
+    (``browse.CDR_HELP``)."""
+    by_image: dict[int, dict[str, float]] = {}
+    for image_id, name, vertical, _h, _a in cached:
+        if vertical is not None:
+            by_image.setdefault(image_id, {})[name] = vertical
+    out: dict[int, tuple[float, int, bool]] = {}
+    for image_id, values in by_image.items():
+        if reviewer is not None and reviewer in values:
+            out[image_id] = (values[reviewer], 1, True)
+        else:
+            out[image_id] = (sum(values.values()) / len(values), len(values), False)
+    return out
+
+
+@dataclass(frozen=True)
+class ImageCdr:
+    """One reviewer's cup-to-disc ratios on the image shown (``core.cdr``)."""
+
+    reviewer: str
+    vertical: float | None
+    horizontal: float | None
+    area: float | None
+
+
+def image_cdr(db: Database, image_id: int) -> list[ImageCdr]:
+    """The cached ratios of every reviewer with a disc and a cup on this image, by name."""
+    with db.session(read_only=True) as s:
+        return [
+            ImageCdr(name, v, h, a)
+            for _i, name, v, h, a in repo_cdr.cached_ratios(s, None, image_id)
+        ]
 
 
 def _merge_status(old: str | None, new: str) -> str:

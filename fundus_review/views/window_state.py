@@ -18,6 +18,7 @@ from fundus_review.errors import FundusReviewError
 from fundus_review.paths import shipped_models_dir
 from fundus_review.store.db import Database, open_database
 from fundus_review.views.browse import BrowseRow
+from fundus_review.views.browse_index import BrowseIndex
 from fundus_review.views.queries import (
     DatasetInfo,
     ImageDetail,
@@ -116,13 +117,23 @@ class WindowState:
             n_masks = summary.imported
         return reg.dataset_id, problems, n_masks, len(reg.unread)
 
-    def rows(self, with_files: bool) -> tuple[list[BrowseRow], dict | None]:
+    def rows(self, with_files: bool) -> tuple[list[BrowseRow], dict | None, BrowseIndex]:
+        """(rows, image files or None, the rows' BrowseIndex): all built on the calling worker
+        thread, so the UI thread only swaps them in."""
         db = self._need_db()
         metric, structure = self.badge or (None, None)
         rows = load_browse_rows(
             db, self.dataset_id, self.model_id, self.run_id, self.rows_reviewer, metric, structure
         )
-        return rows, image_files(db, self.dataset_id) if with_files else None
+        files = image_files(db, self.dataset_id) if with_files else None
+        return rows, files, BrowseIndex(rows)
+
+    def refresh_cdr(self) -> int:
+        """Measure the cup-to-disc ratios the cache lacks in this dataset (regions from before
+        the cache, or without a raster); returns how many (``app.cdr.refresh_cdr_cache``)."""
+        from fundus_review.app.cdr import refresh_cdr_cache
+
+        return refresh_cdr_cache(self._need_db(), self.dataset_id)
 
     @property
     def rows_reviewer(self) -> str | None:

@@ -312,3 +312,14 @@ def test_summary_line(tmp_path: Path) -> None:
     text = scan_dataset(tmp_path).summary()
     assert "2 images" in text and "2 labelled from folders (2 classes)" in text
     assert "1 problems" in text
+
+
+def test_sorting_in_slices_equals_one_stable_sort() -> None:
+    from fundus_review.data.dataset import _sorted_in_slices
+
+    rng = np.random.default_rng(0)
+    # Many ties (30 distinct keys over 10,000 items) so that stability shows.
+    items = [(f"d{int(k)}/x", i) for i, k in enumerate(rng.integers(0, 30, 10_000))]
+    key = lambda t: t[0].split("/")  # noqa: E731
+    assert _sorted_in_slices(items, key, size=97) == sorted(items, key=key)
+    assert _sorted_in_slices(items[:50], key, size=97) == sorted(items[:50], key=key)
