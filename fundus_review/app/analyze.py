@@ -143,7 +143,7 @@ def _compute_and_store(
     """The claim / compute / store loop, whichever engine computes."""
     cancelled = (lambda: False) if cancel is None else cancel.is_set
     claimed = share.batches(req.batch_size, cancelled)
-    if req.engine == "ray":
+    if req.engine == "ray" and plan.todo:  # nothing to compute: no cluster to start
         from fundus_review.app.analyze_ray import RayEngine
 
         computer = RayEngine(req, model)
