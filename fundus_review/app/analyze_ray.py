@@ -23,13 +23,13 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-from fundus_review.app.analyze import (
+from fundus_review.app.analyze_steps import (
     AnalysisRequest,
     ComputedStep,
     ImageFailed,
     LoadedModel,
-    _load,
     compute_batch,
+    load_file,
 )
 from fundus_review.app.claims import ClaimedBatch
 from fundus_review.errors import FundusReviewError
@@ -79,7 +79,7 @@ class BatchWorker:
         step = ComputedStep(None)
         good = []
         for rel, image_id in items:
-            img = _load(Path(root) / rel)
+            img = load_file(Path(root) / rel)
             if isinstance(img, ImageFailed):
                 step.failed.append((image_id, img))
             else:
