@@ -3,6 +3,7 @@ cancel and progress; on a local Ray instance with 2 CPUs (marker ``ray``)."""
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -11,12 +12,12 @@ import numpy as np
 import pytest
 
 from fundus_review.app.analyze import AnalysisProgress, AnalysisRequest, ImageFailed, run_analysis
+from fundus_review.errors import FundusReviewError
 from fundus_review.store import open_database, repo
 from fundus_review.store.schema import Heatmap, Image, Prediction, WorkClaim
 from tests.unit.test_analysis import _finished, _red_spot_bundle, _run, _spot_image
 
-ray = pytest.importorskip("ray", reason='Ray is not installed (pip install -e ".[scale]")')
-pytestmark = [pytest.mark.ray, pytest.mark.slow]
+NO_RAY = 'Ray is not installed (pip install -e ".[scale]")'
 
 
 @pytest.fixture(autouse=True)
@@ -28,6 +29,7 @@ def _trust_test_models() -> None:
 
 @pytest.fixture(scope="module")
 def local_ray() -> Iterator[None]:
+    ray = pytest.importorskip("ray", reason=NO_RAY)
     from fundus_review.app.analyze_ray import init_local_ray
 
     init_local_ray(num_cpus=2)  # Ray start costs seconds: once for this module
@@ -50,6 +52,8 @@ def _stored(db_path: Path) -> dict[str, tuple]:
     return out
 
 
+@pytest.mark.ray
+@pytest.mark.slow
 def test_ray_engine_stores_what_the_local_engine_stores(local_ray: None, tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
@@ -85,6 +89,8 @@ def test_ray_engine_stores_what_the_local_engine_stores(local_ray: None, tmp_pat
     assert (again.computed, again.reused) == (0, 8)
 
 
+@pytest.mark.ray
+@pytest.mark.slow
 def test_ray_cancel_keeps_finished_batches_and_hands_back_the_rest(
     local_ray: None, tmp_path: Path
 ) -> None:
@@ -111,3 +117,11 @@ def test_ray_cancel_keeps_finished_batches_and_hands_back_the_rest(
     req.engine = "local"  # the engines share the stored results and the claims
     rest = _finished(_run(req))
     assert (rest.computed, rest.reused) == (8, 2)
+
+
+def test_without_ray_the_ray_engine_says_how_to_install_it(monkeypatch) -> None:
+    from fundus_review.app import analyze_ray
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` sees when it is missing
+    with pytest.raises(FundusReviewError, match=r'pip install -e "\.\[scale\]"'):
+        analyze_ray.init_local_ray()
