@@ -2,8 +2,11 @@
 what each image costs in decoding, compute, transfer and database writes, in ONE run.
 
 The same synthetic fundus images (`fundus_review.data.synthetic`) and the demo bundle
-(`models/demo-cdr`, EfficientNet-Lite0, 224 px) go through `run_analysis` once per engine, each
-into a fresh SQLite database. Measured per engine:
+(`models/demo-cdr`, EfficientNet-Lite0, 224 px) go through `run_analysis` once per engine and
+round, each into a fresh SQLite database: the local engine with 1 torch thread and with this
+process's threads, and Ray with 1 and 2 workers (one CPU, so one torch thread, each); `--rounds`
+alternate all of them so that load from other processes hits each alike, and medians are
+printed. Measured per engine:
 
   startup   from the call to the `Started` event: model build (and for Ray: the actors)
   img/s     images computed / seconds from `Started` to `Finished` (claim, decode, compute,
@@ -41,6 +44,7 @@ from fundus_review.store import open_database, repo
 from fundus_review.store.schema import Heatmap, Image, Prediction
 
 REPO = Path(__file__).resolve().parents[1]
+PHOTOS = REPO.parent / "shared" / "data" / "drishti_gs1_train" / "images"
 
 
 class Timed:
@@ -124,6 +128,20 @@ def per_image_costs(data: Path, req: AnalysisRequest) -> tuple[float, float]:
     return 1000 * float(np.median(times)), size
 
 
+def photo_decode_ms(folder: Path, n: int = 8) -> tuple[float, str] | None:
+    """Median decode time of real fundus photographs (DRISHTI-GS1 JPEGs), when present."""
+    files = sorted(folder.glob("*.jpg"))[:n] if folder.is_dir() else []
+    if not files:
+        return None
+    times, shape = [], None
+    for f in files:
+        t = time.perf_counter()
+        img = analyze.load_file(f)
+        times.append(time.perf_counter() - t)
+        shape = getattr(img, "shape", shape)
+    return 1000 * float(np.median(times)), f"{shape[1]}x{shape[0]}" if shape else "?"
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--images", type=int, default=64)
@@ -134,6 +152,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray instance")
     p.add_argument("--workers", default="1,2", help="Ray worker counts to run")
     p.add_argument("--gpus-per-worker", type=float, default=0.0)
+    p.add_argument("--rounds", type=int, default=2, help="alternating rounds of all engines")
+    p.add_argument(
+        "--also-db",
+        help="also run the local engine into this database URL (e.g. a PostgreSQL server) "
+        "to measure its store cost; it must be empty or hold no results of these images",
+    )
     args = p.parse_args(argv)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     methods = args.methods.split(",")
@@ -163,40 +187,72 @@ def main(argv: list[str] | None = None) -> int:
             f"torch {torch.__version__} with {torch.get_num_threads()} threads (local engine)"
         )
         decode_ms, result_bytes = per_image_costs(data, request("probe.db"))
-        rows = {"local": run_engine(request("local.db"))}
+        load_before = os.getloadavg()
         t = time.perf_counter()
         init_local_ray(num_cpus=args.cpus)
         ray_start = time.perf_counter() - t
+        runs: dict[str, list[dict[str, float]]] = {}
+        threads = torch.get_num_threads()
         try:
-            for w in workers:
-                req = request(
-                    f"ray{w}.db", engine="ray", workers=w, gpus_per_worker=args.gpus_per_worker
-                )
-                rows[f"ray x{w}"] = run_engine(req)
+            # Rounds alternate the engines, so that load from other processes hits all alike.
+            for k in range(args.rounds):
+                for n_threads in sorted({1, threads}):
+                    torch.set_num_threads(n_threads)
+                    name = f"local {n_threads}t"
+                    runs.setdefault(name, []).append(run_engine(request(f"l{n_threads}_{k}.db")))
+                torch.set_num_threads(threads)
+                if args.also_db and k == 0:
+                    other = request("unused.db")
+                    other.db = args.also_db
+                    runs["local db2"] = [run_engine(other)]
+                for w in workers:
+                    req = request(
+                        f"ray{w}_{k}.db",
+                        engine="ray",
+                        workers=w,
+                        gpus_per_worker=args.gpus_per_worker,
+                    )
+                    runs.setdefault(f"ray x{w}", []).append(run_engine(req))
         finally:
             import ray
 
             ray.shutdown()
-        dp, dh, n_cmp = max_differences(tmp_path / "local.db", tmp_path / f"ray{workers[-1]}.db")
-
-    base = rows["local"]["img_per_s"]
-    print(f"\nRay instance start (ray.init, {args.cpus} CPUs): {ray_start:.1f} s")
-    print(
-        f"{'engine':<9} {'images':>6} {'startup s':>9} {'loop s':>7} {'img/s':>7} "
-        f"{'vs local':>8} {'store ms/img':>12}"
-    )
-    for name, r in rows.items():
-        print(
-            f"{name:<9} {r['n']:>6} {r['startup_s']:>9.1f} {r['loop_s']:>7.1f} "
-            f"{r['img_per_s']:>7.2f} {r['img_per_s'] / base:>8.2f} {r['store_ms_per_img']:>12.2f}"
+        load_after = os.getloadavg()
+        dp, dh, n_cmp = max_differences(
+            tmp_path / f"l{threads}_0.db", tmp_path / f"ray{workers[-1]}_0.db"
         )
-    local = rows["local"]
+
+    def med(name: str, key: str) -> float:
+        return float(np.median([r[key] for r in runs[name]]))
+
+    base = med(f"local {threads}t", "img_per_s")
+    print(
+        f"\nRay instance start (ray.init, {args.cpus} CPUs): {ray_start:.1f} s; load average "
+        f"{load_before[0]:.1f} before, {load_after[0]:.1f} after; {args.rounds} rounds, medians"
+    )
+    print(
+        f"{'engine':<10} {'images':>6} {'startup s':>9} {'loop s':>7} {'img/s':>7} "
+        f"{'(min-max)':>13} {'vs local':>8} {'store ms/img':>12}"
+    )
+    for name, rs in runs.items():
+        rates = [r["img_per_s"] for r in rs]
+        print(
+            f"{name:<10} {int(rs[0]['n']):>6} {med(name, 'startup_s'):>9.1f} "
+            f"{med(name, 'loop_s'):>7.1f} {med(name, 'img_per_s'):>7.2f} "
+            f"{f'({min(rates):.2f}-{max(rates):.2f})':>13} {med(name, 'img_per_s') / base:>8.2f} "
+            f"{med(name, 'store_ms_per_img'):>12.2f}"
+        )
     print(
         f"\nper image: decode {decode_ms:.1f} ms (one {args.size}-px JPEG), compute_batch "
-        f"{local['compute_ms_per_img']:.1f} ms (local engine, batch {args.batch}), store "
-        f"{local['store_ms_per_img']:.2f} ms (SQLite, local engine), results sent back by a "
-        f"Ray worker {result_bytes / 1024:.0f} KiB (pickled)"
+        f"{med(f'local {threads}t', 'compute_ms_per_img'):.1f} ms (local engine, {threads} "
+        f"threads, batch {args.batch}), results sent back by a Ray worker "
+        f"{result_bytes / 1024:.0f} KiB (pickled); 'vs local': against local {threads}t"
     )
+    photos = photo_decode_ms(PHOTOS)
+    if photos:
+        print(f"decode of a real photograph (DRISHTI-GS1, {photos[1]} JPEG): {photos[0]:.1f} ms")
+    if args.also_db:
+        print(f"local->db2 stored into {args.also_db.split('@')[-1]}")
     print(
         f"local vs ray x{workers[-1]} on the same {n_cmp} images: max |d prob| = {dp:.2e}, "
         f"max |d heatmap| = {dh:.2e} (stored float16)"

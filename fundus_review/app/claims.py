@@ -65,7 +65,7 @@ class WorkShare:
 
     def __post_init__(self) -> None:
         self.recipe = repo_claims.recipe_of(self.run_ids)
-        with self.db.session() as s:
+        with self.db.session(read_only=True) as s:
             self.since = repo_claims.db_now(s)
         self._stop = threading.Event()
         self._heartbeat = threading.Thread(
