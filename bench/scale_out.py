@@ -103,6 +103,14 @@ def stored(db_path: Path) -> dict[str, tuple[np.ndarray, dict[str, np.ndarray]]]
     return out
 
 
+def stored_bytes_per_image(db_path: Path) -> float:
+    """Mean bytes of the stored (float16 + zlib) heatmaps per image."""
+    with open_database(db_path) as db, db.session(read_only=True) as s:
+        sizes = [len(hm.data) for hm in s.query(Heatmap)]
+        n = s.query(Prediction).count()
+    return sum(sizes) / max(n, 1)
+
+
 def max_differences(a: Path, b: Path) -> tuple[float, float, int]:
     sa, sb = stored(a), stored(b)
     assert sa.keys() == sb.keys(), "the engines stored different images"
@@ -218,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
 
             ray.shutdown()
         load_after = os.getloadavg()
+        encoded = stored_bytes_per_image(tmp_path / f"l{threads}_0.db")
         dp, dh, n_cmp = max_differences(
             tmp_path / f"l{threads}_0.db", tmp_path / f"ray{workers[-1]}_0.db"
         )
@@ -246,7 +255,8 @@ def main(argv: list[str] | None = None) -> int:
         f"\nper image: decode {decode_ms:.1f} ms (one {args.size}-px JPEG), compute_batch "
         f"{med(f'local {threads}t', 'compute_ms_per_img'):.1f} ms (local engine, {threads} "
         f"threads, batch {args.batch}), results sent back by a Ray worker "
-        f"{result_bytes / 1024:.0f} KiB (pickled); 'vs local': against local {threads}t"
+        f"{result_bytes / 1024:.0f} KiB (pickled), its heatmaps as stored (float16 + zlib) "
+        f"{encoded / 1024:.0f} KiB; 'vs local': against local {threads}t"
     )
     photos = photo_decode_ms(PHOTOS)
     if photos:

@@ -115,9 +115,9 @@ class RayEngine:
         self.actors = [actor.remote(spec, trusted) for _ in range(n)]
         try:
             self.devices = ray.get([a.device.remote() for a in self.actors])
-        except Exception:
+        except ray.exceptions.RayError as exc:
             self.close()
-            raise
+            raise FundusReviewError(f"the Ray workers could not start: {_summary(exc)}") from exc
         self.n, self.gpus = n, gpus
 
     def describe(self) -> str:
@@ -156,7 +156,13 @@ class RayEngine:
                 ready, _ = ray.wait(list(in_flight), num_returns=1)
                 actor, elsewhere = in_flight.pop(ready[0])
                 free.append(actor)
-                step = ray.get(ready[0])
+                try:
+                    step = ray.get(ready[0])
+                except ray.exceptions.RayError as exc:
+                    raise FundusReviewError(
+                        f"a Ray worker failed ({_summary(exc)}); every batch stored before "
+                        "stays: run the same command again to continue"
+                    ) from exc
                 step.elsewhere += elsewhere
                 yield step
         finally:  # cancel, Ctrl-C or the end: in-flight batches die with their actors
@@ -169,6 +175,11 @@ class RayEngine:
         if self.started_ray:
             self.ray.shutdown()
             self.started_ray = False
+
+
+def _summary(exc: BaseException) -> str:
+    lines = [ln for ln in str(exc).splitlines() if ln.strip()]
+    return lines[-1].strip() if lines else type(exc).__name__
 
 
 def _trusted_modules(model: LoadedModel) -> list[str]:
