@@ -160,6 +160,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray instance")
     p.add_argument("--workers", default="1,2", help="Ray worker counts to run")
     p.add_argument("--gpus-per-worker", type=float, default=0.0)
+    p.add_argument(
+        "--photos", type=Path, default=PHOTOS, help="real fundus JPEGs whose decode time to print"
+    )
     p.add_argument("--rounds", type=int, default=2, help="alternating rounds of all engines")
     p.add_argument(
         "--also-db",
@@ -258,9 +261,9 @@ def main(argv: list[str] | None = None) -> int:
         f"{result_bytes / 1024:.0f} KiB (pickled), its heatmaps as stored (float16 + zlib) "
         f"{encoded / 1024:.0f} KiB; 'vs local': against local {threads}t"
     )
-    photos = photo_decode_ms(PHOTOS)
+    photos = photo_decode_ms(args.photos)
     if photos:
-        print(f"decode of a real photograph (DRISHTI-GS1, {photos[1]} JPEG): {photos[0]:.1f} ms")
+        print(f"decode of a real photograph ({args.photos}, {photos[1]} JPEG): {photos[0]:.1f} ms")
     if args.also_db:
         print(f"local->db2 stored into {args.also_db.split('@')[-1]}")
     print(
