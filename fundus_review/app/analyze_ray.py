@@ -122,7 +122,7 @@ class RayEngine:
 
     def describe(self) -> str:
         devices = ", ".join(sorted(set(self.devices)))
-        return f"ray: {self.n} workers on {devices}"
+        return f"ray: {self.n} worker{'s' if self.n != 1 else ''} on {devices}"
 
     def compute(self, root: Path, claimed: Iterator[ClaimedBatch]) -> Iterator[ComputedStep]:
         """Claimed batches out to the actors (at most IN_FLIGHT_PER_WORKER each), computed
