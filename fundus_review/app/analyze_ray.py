@@ -86,6 +86,7 @@ class BatchWorker:
                 good.append((image_id, img))
         if good:
             step.result = compute_batch(self.engine, self.model, good)
+            step.result.encode_heatmaps()  # here, on the worker's cores, not on the driver
         return step
 
     def device(self) -> str:

@@ -15,6 +15,7 @@ from fundus_review.app.analyze_events import ImageFailed
 from fundus_review.app.claims import LEASE_S
 from fundus_review.data.images import load_image
 from fundus_review.errors import FundusReviewError
+from fundus_review.store import repo
 
 if TYPE_CHECKING:  # torch-heavy: imported by the steps that use them
     from fundus_review.inference.bundle import ModelBundle
@@ -137,7 +138,15 @@ class BatchResult:
     probs: np.ndarray  # (B, classes)
     transforms: list[dict]
     target_index: np.ndarray  # (B,)
-    heatmaps: dict[str, np.ndarray]  # method -> (B, h, w)
+    # method -> (B, h, w) array, or per image its stored form (Ray workers: ``encode_heatmaps``)
+    heatmaps: dict[str, Any]
+
+    def encode_heatmaps(self) -> None:
+        """Replace the float32 maps by their stored form (``repo.encode_for_store``): what a
+        remote worker sends back is then a fifth of the bytes, and the writer only stores."""
+        self.heatmaps = {
+            m: [repo.encode_for_store(hm) for hm in maps] for m, maps in self.heatmaps.items()
+        }
 
 
 def compute_batch(

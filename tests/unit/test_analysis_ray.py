@@ -125,3 +125,27 @@ def test_without_ray_the_ray_engine_says_how_to_install_it(monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "ray", None)  # what `import ray` sees when it is missing
     with pytest.raises(FundusReviewError, match=r'pip install -e "\.\[scale\]"'):
         analyze_ray.init_local_ray()
+
+
+def test_the_workers_encoded_heatmaps_store_the_same_bytes(tmp_path: Path) -> None:
+    """What a Ray worker sends back (``BatchResult.encode_heatmaps``) stores exactly what the
+    float32 map would; the known answer is the codec's own float16 rounding."""
+    from fundus_review.app.analyze import BatchResult
+
+    rng = np.random.default_rng(0)
+    maps = rng.random((2, 6, 5)).astype(np.float32)
+    batch = BatchResult([1, 2], np.zeros((2, 2)), [{}, {}], np.zeros(2, int), {"gradcam": maps})
+    batch.encode_heatmaps()
+    with open_database(tmp_path / "e.db") as db, db.session() as s:
+        ds = repo.get_or_create_dataset(s, tmp_path)
+        img = repo.upsert_image(s, ds, "a.png", 5, 6, "a" * 64)
+        model = repo.get_or_create_model(s, "m", "a", {}, "0" * 64, tmp_path)
+        run_a = repo.get_or_create_cam_run(s, model, "gradcam", ["l"], "predicted", {})
+        run_b = repo.get_or_create_cam_run(s, model, "hirescam", ["l"], "predicted", {})
+        from_array = repo.save_heatmap(s, run_a, img, 0, maps[1])
+        from_worker = repo.save_heatmap(s, run_b, img, 0, batch.heatmaps["gradcam"][1])
+        assert from_worker.data == from_array.data
+        assert (from_worker.height, from_worker.width) == (6, 5)
+        np.testing.assert_array_equal(
+            repo.heatmap_array(from_worker), maps[1].astype(np.float16).astype(np.float32)
+        )
