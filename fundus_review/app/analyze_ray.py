@@ -19,6 +19,7 @@ import os
 import sys
 from collections import deque
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -74,19 +75,21 @@ class BatchWorker:
         self.model = LoadedModel.of(req)
         self.model.build(req)
         self.engine = self.model.engine()
+        # Decoding releases the GIL: a batch's files decode on the actor's CPUs in parallel.
+        self.pool = ThreadPoolExecutor(max_workers=max(1, int(req.cpus_per_worker)))
 
     def compute(self, root: str, items: list[tuple[str, int]]) -> ComputedStep:
         step = ComputedStep(None)
         good = []
-        for rel, image_id in items:
-            img = load_file(Path(root) / rel)
+        decoded = self.pool.map(load_file, [Path(root) / rel for rel, _ in items])
+        for (_rel, image_id), img in zip(items, decoded, strict=True):
             if isinstance(img, ImageFailed):
                 step.failed.append((image_id, img))
             else:
                 good.append((image_id, img))
         if good:
             step.result = compute_batch(self.engine, self.model, good)
-            step.result.encode_heatmaps()  # here, on the worker's cores, not on the driver
+            step.result.encode_heatmaps(self.pool.map)  # on the worker's CPUs, not the driver's
         return step
 
     def device(self) -> str:
@@ -112,7 +115,10 @@ class RayEngine:
         spec = asdict(req)
         spec.update(engine="local", device="cuda" if gpus > 0 else req.device, image_ids=None)
         trusted = _trusted_modules(model)
-        actor = ray.remote(num_cpus=1, num_gpus=gpus)(BatchWorker)
+        cpus = int(req.cpus_per_worker)
+        if cpus < 1:
+            raise FundusReviewError(f"--cpus-per-worker must be at least 1, not {cpus}")
+        actor = ray.remote(num_cpus=cpus, num_gpus=gpus)(BatchWorker)
         self.actors = [actor.remote(spec, trusted) for _ in range(n)]
         try:
             self.devices = ray.get([a.device.remote() for a in self.actors])

@@ -5,6 +5,7 @@ actors; both store through ``app.analyze.store_batch``."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -47,6 +48,7 @@ class AnalysisRequest:
     ray_address: str | None = None  # None: a local Ray instance; "auto": the running cluster
     workers: int | None = None  # Ray actors (None: 1 per GPU with gpus_per_worker, else 2)
     gpus_per_worker: float = 0.0
+    cpus_per_worker: int = 1  # each Ray actor decodes its batch on this many threads
 
 
 def target_policy(target: str, classes: list[str]) -> tuple[str, int | None]:
@@ -141,11 +143,12 @@ class BatchResult:
     # method -> (B, h, w) array, or per image its stored form (Ray workers: ``encode_heatmaps``)
     heatmaps: dict[str, Any]
 
-    def encode_heatmaps(self) -> None:
+    def encode_heatmaps(self, mapper: Callable = map) -> None:
         """Replace the float32 maps by their stored form (``repo.encode_for_store``): what a
-        remote worker sends back is then a fifth of the bytes, and the writer only stores."""
+        remote worker sends back is then a fifth of the bytes, and the writer only stores.
+        ``mapper``: e.g. a thread pool's ``map`` (zlib releases the GIL)."""
         self.heatmaps = {
-            m: [repo.encode_for_store(hm) for hm in maps] for m, maps in self.heatmaps.items()
+            m: list(mapper(repo.encode_for_store, list(maps))) for m, maps in self.heatmaps.items()
         }
 
 

@@ -48,6 +48,7 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         ray_address=args.address,
         workers=args.workers,
         gpus_per_worker=args.gpus_per_worker,
+        cpus_per_worker=args.cpus_per_worker,
     )
     finished = run_with_progress(req, quiet=args.quiet)
     return 0 if finished is not None and not finished.cancelled else 130
@@ -96,6 +97,12 @@ def _analyze_parser(sub: argparse._SubParsersAction) -> None:
     )
     scale.add_argument(
         "--gpus-per-worker", type=float, default=0.0, help="GPUs per Ray actor (0: CPU)"
+    )
+    scale.add_argument(
+        "--cpus-per-worker",
+        type=int,
+        default=1,
+        help="CPUs per Ray actor: its decoding threads (and torch's, on CPU)",
     )
     add_trust_code(p)
     p.set_defaults(func=cmd_analyze)
