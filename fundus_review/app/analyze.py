@@ -3,9 +3,11 @@
 `run_analysis` is a generator of events: the CLI draws a progress bar from them, the GUI worker
 forwards them as Qt signals. Its steps, each a function below: register the folder, import the
 expert masks (only when the request says so), load the model, plan (which images still miss a
-result), then per batch compute (one forward/backward for every method) and store. Each finished
-batch is committed in its own transaction, so a cancel (event or Ctrl-C) keeps everything
-finished before it.
+result), then per batch claim (``app.claims``: concurrent runs on one database share the
+images), compute (one forward/backward for every method) and store. Each finished batch is
+committed in its own transaction, so a cancel (event or Ctrl-C) keeps everything finished before
+it. The compute step runs here (engine "local") or on Ray actors (engine "ray",
+``app.analyze_ray``); both run ``compute_batch`` and hand its results to ``store_batch`` here.
 """
 
 from __future__ import annotations
@@ -15,98 +17,48 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from fundus_review.app.analyze_events import (
+    AnalysisProgress,
+    Clock,
+    Event,
+    Finished,
+    ImageFailed,
+    Started,
+)
+from fundus_review.app.analyze_steps import (
+    AnalysisRequest,
+    BatchResult,
+    ComputedStep,
+    LoadedModel,
+    compute_batch,
+    load_file,
+    target_policy,
+)
+from fundus_review.app.claims import ClaimedBatch, WorkShare
 from fundus_review.app.importing import RegisteredDataset, import_masks, register_dataset
-from fundus_review.data.images import load_image
 from fundus_review.errors import FundusReviewError
 from fundus_review.store import repo, repo_analysis
 from fundus_review.store.db import Database, open_database
 
-if TYPE_CHECKING:  # torch-heavy: imported by the steps that use them
-    from fundus_review.inference.bundle import ModelBundle
-    from fundus_review.inference.cam import CamEngine
-
-
-@dataclass
-class AnalysisRequest:
-    dataset: Path
-    bundle: Path
-    methods: list[str]
-    db: str | Path
-    layers: list[str] | None = None  # None: the card's target layers, else the family default
-    target: str = "predicted"  # "predicted" or a class name of the bundle
-    labels_csv: Path | None = None
-    filename_column: str | None = None
-    label_column: str | None = None
-    # The mask import step: masks_dir (None: <dataset>/masks when it exists) as `reviewer`.
-    # False: the caller keeps the masks current itself (the GUI imports them when a folder opens).
-    import_masks: bool = True
-    masks_dir: Path | None = None
-    reviewer: str = "reference"
-    device: str | None = None
-    batch_size: int = 16
-    force: bool = False
-    image_ids: list[int] | None = None  # restrict to these images (GUI: current image/selection)
-
-
-@dataclass
-class Started:
-    total: int  # images to compute
-    reused: int  # images whose results were already stored
-    device: str
-    methods: list[str]
-    layers: list[str]
-    problems: list[tuple[str, str]]  # found while registering the dataset
-    masks_imported: int = 0
-
-
-@dataclass
-class AnalysisProgress:
-    """After each batch: images done (computed or failed) of those planned."""
-
-    done: int
-    total: int
-    failed: int
-    images_per_s: float
-    eta_s: float | None
-
-
-@dataclass
-class ImageFailed:
-    path: str
-    reason: str
-
-
-@dataclass
-class Finished:
-    computed: int
-    reused: int
-    failed: list[tuple[str, str]] = field(default_factory=list)
-    cancelled: bool = False
-    seconds: float = 0.0
-    db: str = ""
-    dataset_id: int = 0
-    model_id: int = 0
-    run_ids: dict[str, int] = field(default_factory=dict)
-
-
-Event = Started | AnalysisProgress | ImageFailed | Finished
-
-
-def target_policy(target: str, classes: list[str]) -> tuple[str, int | None]:
-    """Validate a --target value; returns (policy string stored with the run, class index)."""
-    if target in ("", "predicted"):
-        return "predicted", None
-    if target not in classes:
-        raise FundusReviewError(
-            f"target class {target!r} is not one of the model's classes: {', '.join(classes)}"
-        )
-    return f"class:{target}", classes.index(target)
+__all__ = [  # defined in app.analyze_events and app.analyze_steps; callers import them from here
+    "AnalysisProgress",
+    "AnalysisRequest",
+    "BatchResult",
+    "ComputedStep",
+    "Event",
+    "Finished",
+    "ImageFailed",
+    "LoadedModel",
+    "Started",
+    "compute_batch",
+    "run_analysis",
+    "target_policy",
+]
 
 
 def run_analysis(
@@ -115,6 +67,8 @@ def run_analysis(
     """Analyze every image of `req.dataset`; yields Started, then AnalysisProgress/ImageFailed,
     then Finished. `db`: an open Database to use (default: open `req.db` for this run)."""
     t0 = time.perf_counter()
+    if req.engine not in ("local", "ray"):
+        raise FundusReviewError(f"unknown engine {req.engine!r}: use 'local' or 'ray'")
     model = LoadedModel.of(req)  # a bad bundle, method or target fails before any database work
     own_db = db is None
     db = db or open_database(req.db)
@@ -131,46 +85,81 @@ def run_analysis(
         masks_imported = import_request_masks(db, registered, req) if req.import_masks else 0
         model.build(req)
         plan = plan_analysis(db, req, model, registered)
-        yield Started(
-            total=len(plan.todo),
-            reused=plan.reused,
-            device=str(model.device),
-            methods=model.methods,
-            layers=model.layer_names,
-            problems=registered.problems,
-            masks_imported=masks_imported,
+        share = WorkShare(
+            db, plan.model_id, list(plan.run_ids.values()), plan.todo, req.force, req.claim_lease_s
         )
-        with model.engine() as engine, closing(_load_batches(plan, req.batch_size)) as batches:
-            progress = _Clock(len(plan.todo))
-            for _ in range(plan.n_batches(req.batch_size)):
-                if cancel is not None and cancel.is_set():
-                    progress.cancelled = True
-                    break
-                good: list[tuple[int, np.ndarray]] = []
-                for image_id, img in next(batches):
-                    if isinstance(img, ImageFailed):
-                        progress.failed.append((img.path, img.reason))
-                        yield img
-                    else:
-                        good.append((image_id, img))
-                if good:
-                    store_batch(db, plan, compute_batch(engine, model, good))
-                    progress.computed += len(good)
-                yield progress.event()
-        yield Finished(
-            computed=progress.computed,
-            reused=plan.reused,
-            failed=progress.failed,
-            cancelled=progress.cancelled,
-            seconds=time.perf_counter() - t0,
-            db=str(req.db),
-            dataset_id=registered.dataset_id,
-            model_id=plan.model_id,
-            run_ids=plan.run_ids,
-        )
+        try:
+            yield from _compute_and_store(
+                req, db, model, plan, share, cancel, registered, masks_imported, t0
+            )
+        finally:
+            share.close()
     finally:
         if own_db:
             db.close()
+
+
+def _compute_and_store(
+    req: AnalysisRequest,
+    db: Database,
+    model: LoadedModel,
+    plan: AnalysisPlan,
+    share: WorkShare,
+    cancel: threading.Event | None,
+    registered: RegisteredDataset,
+    masks_imported: int,
+    t0: float,
+) -> Iterator[Event]:
+    """The claim / compute / store loop, whichever engine computes."""
+    cancelled = (lambda: False) if cancel is None else cancel.is_set
+    claimed = share.batches(req.batch_size, cancelled)
+    if req.engine == "ray" and plan.todo:  # nothing to compute: no cluster to start
+        from fundus_review.app.analyze_ray import RayEngine
+
+        computer = RayEngine(req, model)
+        steps = computer.compute(plan.root, claimed)
+        device = computer.describe()
+    else:
+        steps = _compute_local(model, plan.root, claimed)
+        device = str(model.device)
+    yield Started(
+        total=len(plan.todo),
+        reused=plan.reused,
+        device=device,
+        methods=model.methods,
+        layers=model.layer_names,
+        problems=registered.problems,
+        masks_imported=masks_imported,
+        engine=req.engine,
+    )
+    progress = Clock(len(plan.todo))
+    with closing(steps):
+        while True:
+            if cancelled():
+                progress.cancelled = True
+                break
+            step = next(steps, None)
+            if step is None:
+                break
+            for _image_id, failed in step.failed:
+                progress.failed.append((failed.path, failed.reason))
+                yield failed
+            store_batch(db, plan, step.result, share, [i for i, _ in step.failed])
+            progress.computed += len(step.result.image_ids) if step.result else 0
+            progress.elsewhere += step.elsewhere
+            yield progress.event()
+    yield Finished(
+        computed=progress.computed,
+        reused=plan.reused,
+        failed=progress.failed,
+        cancelled=progress.cancelled,
+        seconds=time.perf_counter() - t0,
+        db=str(req.db),
+        dataset_id=registered.dataset_id,
+        model_id=plan.model_id,
+        run_ids=plan.run_ids,
+        elsewhere=progress.elsewhere,
+    )
 
 
 def import_request_masks(db: Database, registered: RegisteredDataset, req: AnalysisRequest) -> int:
@@ -185,57 +174,6 @@ def import_request_masks(db: Database, registered: RegisteredDataset, req: Analy
     summary = import_masks(db, registered, masks_dir, req.reviewer)
     registered.problems.extend(summary.problems)
     return summary.imported
-
-
-@dataclass
-class LoadedModel:
-    """The bundle and what the request asks of it; `build` puts the network on its device."""
-
-    bundle: ModelBundle
-    methods: list[str]
-    policy: str  # stored with each CAM run: "predicted" or "class:<name>"
-    target_index: int | None
-    device: Any = None
-    network: Any = None
-    layer_names: list[str] = field(default_factory=list)
-    layers: list[Any] = field(default_factory=list)
-
-    @classmethod
-    def of(cls, req: AnalysisRequest) -> LoadedModel:
-        # torch is imported here, not at module import, so that `fundus-review --help` stays instant.
-        from fundus_review.inference.bundle import load_bundle
-        from fundus_review.inference.cam import canonical_method
-
-        methods = [canonical_method(m) for m in req.methods]
-        bundle = load_bundle(req.bundle)
-        policy, target_index = target_policy(req.target, bundle.card.classes)
-        return cls(bundle, methods, policy, target_index)
-
-    def build(self, req: AnalysisRequest) -> None:
-        from fundus_review.inference.device import pick_device
-        from fundus_review.inference.layers import default_target_layers, resolve_layer
-
-        card = self.bundle.card
-        self.device = pick_device(req.device)
-        self.network = self.bundle.build_model(self.device)
-        self.layer_names = (
-            list(req.layers or [])
-            or card.target_layers
-            or default_target_layers(self.network, card.architecture)
-        )
-        self.layers = [resolve_layer(self.network, name) for name in self.layer_names]
-
-    def engine(self) -> CamEngine:
-        from fundus_review.inference.cam import CamEngine
-        from fundus_review.inference.layers import reshape_transform_for
-
-        arch = self.bundle.card.architecture
-        return CamEngine(
-            self.network,
-            self.layers,
-            self.methods,
-            reshape_transform=reshape_transform_for(self.network, arch),
-        )
 
 
 @dataclass
@@ -286,64 +224,48 @@ def plan_analysis(
         )
 
 
-def _load(path: Path) -> np.ndarray | ImageFailed:
-    try:
-        return load_image(path)
-    except FundusReviewError as exc:
-        return ImageFailed(str(path), str(getattr(exc, "reason", exc)))
-    except OSError as exc:
-        return ImageFailed(str(path), f"cannot read file: {exc}")
-
-
-def _load_batches(
-    plan: AnalysisPlan, batch_size: int
-) -> Iterator[list[tuple[int, np.ndarray | ImageFailed]]]:
-    """The planned images decoded batch by batch; decoding overlaps with the model: the next
-    batch loads while the caller computes this one."""
-    batches = [plan.todo[i : i + batch_size] for i in range(0, len(plan.todo), batch_size)]
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        pending = [pool.submit(_load, plan.root / rel) for rel, _ in batches[0]] if batches else []
-        for bi, batch in enumerate(batches):
+def _compute_local(
+    model: LoadedModel, root: Path, claimed: Iterator[ClaimedBatch]
+) -> Iterator[ComputedStep]:
+    """The local engine: decoding overlaps with the model (the next claimed batch loads while
+    this one computes), then ``compute_batch`` on this machine's device."""
+    with model.engine() as engine, ThreadPoolExecutor(max_workers=2) as pool:
+        batch = next(claimed, None)
+        pending = [pool.submit(load_file, root / rel) for rel, _ in batch.items] if batch else []
+        while batch is not None:
             loaded = [f.result() for f in pending]
-            if bi + 1 < len(batches):
-                pending = [pool.submit(_load, plan.root / rel) for rel, _ in batches[bi + 1]]
-            yield [(image_id, img) for (_rel, image_id), img in zip(batch, loaded, strict=True)]
+            nxt = next(claimed, None)
+            pending = [pool.submit(load_file, root / rel) for rel, _ in nxt.items] if nxt else []
+            step = ComputedStep(None, elsewhere=batch.elsewhere)
+            good: list[tuple[int, np.ndarray]] = []
+            for (_rel, image_id), img in zip(batch.items, loaded, strict=True):
+                if isinstance(img, ImageFailed):
+                    step.failed.append((image_id, img))
+                else:
+                    good.append((image_id, img))
+            if good:
+                step.result = compute_batch(engine, model, good)
+            yield step
+            batch = nxt
 
 
-@dataclass
-class BatchResult:
-    """One batch computed: per image its probabilities, input transform, target and heatmaps."""
-
-    image_ids: list[int]
-    probs: np.ndarray  # (B, classes)
-    transforms: list[dict]
-    target_index: np.ndarray  # (B,)
-    heatmaps: dict[str, np.ndarray]  # method -> (B, h, w)
-
-
-def compute_batch(
-    engine: CamEngine, model: LoadedModel, good: list[tuple[int, np.ndarray]]
-) -> BatchResult:
-    """Preprocess the images and run every CAM method in one pass (no database access)."""
-    from fundus_review.inference.preprocess import prepare_batch
-
-    tensor, transforms = prepare_batch([img for _, img in good], model.bundle.card)
-    tensor = tensor.to(model.device)
-    targets = None if model.target_index is None else [model.target_index] * len(good)
-    result = engine.run(tensor, targets)
-    return BatchResult(
-        [image_id for image_id, _ in good],
-        result.probs,
-        [tf.to_dict() for tf in transforms],
-        result.target_index,
-        result.heatmaps,
-    )
-
-
-def store_batch(db: Database, plan: AnalysisPlan, batch: BatchResult) -> None:
-    """One transaction per batch: a cancel or a crash keeps every batch stored before it."""
+def store_batch(
+    db: Database,
+    plan: AnalysisPlan,
+    batch: BatchResult | None,
+    share: WorkShare | None = None,
+    failed_ids: list[int] | tuple[int, ...] = (),
+) -> None:
+    """One transaction per batch: a cancel or a crash keeps every batch stored before it. The
+    batch's claims (and those of its unreadable images) are marked finished in the same
+    transaction, so no other run can see the claim gone and the results missing."""
+    ids = list(batch.image_ids if batch is not None else []) + list(failed_ids)
+    if not ids:
+        return
     with db.session() as s:
-        for k, image_id in enumerate(batch.image_ids):
+        if share is not None:
+            share.finish(s, ids)
+        for k, image_id in enumerate(batch.image_ids if batch is not None else []):
             repo_analysis.save_analysed_image(
                 s,
                 image_id,
@@ -353,21 +275,3 @@ def store_batch(db: Database, plan: AnalysisPlan, batch: BatchResult) -> None:
                 int(batch.target_index[k]),
                 {plan.run_ids[m]: batch.heatmaps[m][k] for m in plan.run_ids},
             )
-
-
-@dataclass
-class _Clock:
-    """Counts and rate of the compute loop, for the AnalysisProgress events."""
-
-    total: int
-    computed: int = 0
-    failed: list[tuple[str, str]] = field(default_factory=list)
-    cancelled: bool = False
-    start: float = field(default_factory=time.perf_counter)
-
-    def event(self) -> AnalysisProgress:
-        elapsed = time.perf_counter() - self.start
-        done = self.computed + len(self.failed)
-        rate = self.computed / elapsed if elapsed > 0 else 0.0
-        eta = (self.total - done) / rate if rate > 0 else None
-        return AnalysisProgress(done, self.total, len(self.failed), rate, eta)

@@ -44,6 +44,11 @@ def cmd_analyze(args: argparse.Namespace) -> int:
         device=args.device,
         batch_size=args.batch_size,
         force=args.force,
+        engine=args.engine,
+        ray_address=args.address,
+        workers=args.workers,
+        gpus_per_worker=args.gpus_per_worker,
+        cpus_per_worker=args.cpus_per_worker,
     )
     finished = run_with_progress(req, quiet=args.quiet)
     return 0 if finished is not None and not finished.cancelled else 130
@@ -78,6 +83,27 @@ def _analyze_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--force", action="store_true", help="recompute results already stored")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    scale = p.add_argument_group(
+        "scale-out", 'batches on Ray actors (pip install -e ".[scale]"); see docs/SCALE.md'
+    )
+    scale.add_argument(
+        "--engine", choices=["local", "ray"], default="local", help="where batches are computed"
+    )
+    scale.add_argument(
+        "--address", default=None, help="Ray cluster address ('auto': the running cluster)"
+    )
+    scale.add_argument(
+        "--workers", type=int, default=None, help="Ray actors (default: one per GPU, else 2)"
+    )
+    scale.add_argument(
+        "--gpus-per-worker", type=float, default=0.0, help="GPUs per Ray actor (0: CPU)"
+    )
+    scale.add_argument(
+        "--cpus-per-worker",
+        type=int,
+        default=1,
+        help="CPUs per Ray actor: its decoding threads (and torch's, on CPU)",
+    )
     add_trust_code(p)
     p.set_defaults(func=cmd_analyze)
 

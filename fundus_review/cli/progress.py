@@ -60,6 +60,7 @@ def run_with_progress(req: AnalysisRequest, quiet: bool = False) -> Finished | N
     if finished is not None:
         print(
             f"done: {finished.computed} analyzed, {finished.reused} reused, "
-            f"{len(finished.failed)} unreadable, in {finished.seconds:.1f} s -> {finished.db}"
+            + (f"{finished.elsewhere} stored by another run, " if finished.elsewhere else "")
+            + f"{len(finished.failed)} unreadable, in {finished.seconds:.1f} s -> {finished.db}"
         )
     return finished

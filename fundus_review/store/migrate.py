@@ -18,6 +18,7 @@ from sqlalchemy import Connection, Engine, inspect
 from fundus_review.errors import StoreError
 
 _DEFERRED = {"fundus_review_sqlite_begin": "DEFERRED"}
+_PG_MIGRATION_LOCK = 0x66756E64  # any constant of this application ("fund")
 
 
 def alembic_config(migrations_dir: Path) -> Config:
@@ -53,6 +54,10 @@ def migrate_to_head(
             raw.execute("PRAGMA foreign_keys = OFF")
         try:
             with conn.begin():  # BEGIN IMMEDIATE on SQLite: concurrent openers migrate one by one
+                if engine.dialect.name == "postgresql":
+                    # The same on PostgreSQL: two first openers of an empty database would both
+                    # create the tables (and alembic's module-level context is not thread-safe).
+                    conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_MIGRATION_LOCK})")
                 current = current_revisions(conn)
                 _check_owned(conn, script, current, display)
                 if set(current) == wanted:

@@ -13,6 +13,7 @@ Reviewers and regions: get_or_create_reviewer, list_reviewers, add_annotation, u
 Review state: set_review_status, get_review_status, set_verdict, list_verdicts.
 Models and results: get_or_create_model, list_models, get_or_create_cam_run, list_cam_runs,
     save_prediction, get_prediction, save_heatmap, get_heatmap, heatmap_array, load_heatmap,
+    encode_for_store (EncodedHeatmap: a heatmap in its stored form, for save_heatmap),
     find_done_images, save_scores, list_scores, iter_score_values, delete_scores.
 Reports: iter_results (-> ResultRow).
 Read models of the window and the import use case have their own modules, imported directly:
@@ -55,6 +56,8 @@ from fundus_review.store.repo_images import (
 )
 from fundus_review.store.repo_query import ResultRow, iter_results, model_kind
 from fundus_review.store.repo_results import (
+    EncodedHeatmap,
+    encode_for_store,
     find_done_images,
     get_heatmap,
     get_or_create_cam_run,
@@ -113,6 +116,8 @@ __all__ = [
     "replace_imported_mask",
     "restore_annotation",
     "save_heatmap",
+    "EncodedHeatmap",
+    "encode_for_store",
     "save_prediction",
     "save_scores",
     "set_label",

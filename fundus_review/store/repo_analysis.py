@@ -14,7 +14,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from fundus_review.store.repo_images import ref_id
-from fundus_review.store.repo_results import save_heatmap, save_prediction
+from fundus_review.store.repo_results import EncodedHeatmap, save_heatmap, save_prediction
 from fundus_review.store.schema import Image
 
 _CHUNK = 500  # stays below SQLite's bound-parameter limit in IN (...) lists
@@ -37,7 +37,7 @@ def save_analysed_image(
     probs: Sequence[float] | np.ndarray,
     transform: dict,
     target_index: int,
-    heatmaps: Mapping[int, np.ndarray],
+    heatmaps: Mapping[int, np.ndarray | EncodedHeatmap],
 ) -> None:
     """The model's prediction for the image (predicted class = the most probable) and, per CAM
     run id in ``heatmaps``, its heatmap for the target class."""

@@ -339,3 +339,27 @@ class CupDiscRatioCache(_Timestamps, Base):
     vertical: Mapped[float | None] = mapped_column(Float, nullable=True)
     horizontal: Mapped[float | None] = mapped_column(Float, nullable=True)
     area: Mapped[float | None] = mapped_column(Float, nullable=True)
+
+
+class WorkClaim(Base):
+    """Who computes one image for one analysis recipe, so that concurrent ``analyze`` runs on one
+    database share the work instead of each computing everything (``store.repo_claims``).
+
+    ``recipe`` is the canonical text of the CAM run ids one analysis computes together (their
+    model is ``model_id``): two runs of the same command share claims. A claim is *active* while
+    ``finished_at`` is NULL and ``expires_at`` is in the future; a worker that crashed leaves
+    claims that expire (lease timeout) and are taken over. A finished claim stays as the record of
+    which worker computed the image when; it only stops another run from computing the image
+    again if that run started before it finished (``--force`` runs).
+    """
+
+    __tablename__ = "work_claims"
+    __table_args__ = (UniqueConstraint("model_id", "recipe", "image_id"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
+    recipe: Mapped[str] = mapped_column(String(255))
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"), index=True)
+    owner: Mapped[str] = mapped_column(String(255))  # host:pid:random, one per analysis run
+    claimed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

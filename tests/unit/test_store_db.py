@@ -32,6 +32,7 @@ EXPECTED_TABLES = {
     "reviewers",
     "scores",
     "verdicts",
+    "work_claims",
 }
 
 
@@ -46,7 +47,7 @@ def test_plain_path_creates_parent_and_migrates(tmp_path: Path) -> None:
         assert path.is_file()
         assert set(table_names(db)) == EXPECTED_TABLES
         with db.session() as s:
-            assert s.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0004"
+            assert s.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0005"
 
 
 def test_sqlite_url_is_used_as_is(tmp_path: Path) -> None:

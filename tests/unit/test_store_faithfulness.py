@@ -103,7 +103,7 @@ def test_an_older_database_migrates_and_keeps_its_heatmaps(tmp_path: Path, start
             conn.execute(text(sql), {"t": t, "sha": sha})
     engine.dispose()
     with open_database(path) as db, db.session() as s:
-        assert s.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0003"
+        assert s.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0005"
         assert s.execute(text("SELECT count(*) FROM heatmaps")).scalar() == 1
         rf.save_faithfulness(s, 1, {"road_combined": 0.25}, P)
         s.flush()
