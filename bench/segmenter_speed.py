@@ -46,7 +46,7 @@ def main() -> int:
     if not images:
         from fundus_review.data.synthetic import write_demo_dataset
 
-        out = write_demo_dataset(Path(tempfile.mkdtemp()) / "d", n=1, size=(1024, 1024))
+        out = write_demo_dataset(Path(tempfile.mkdtemp()) / "d", n=2, size=(1024, 1024))
         images = sorted((out / "images").glob("*"))
     t0 = time.perf_counter()
     seg = get_segmenter(args.segmenter)

@@ -23,10 +23,10 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture
 def demo_win(qtbot, tmp_path: Path, isolated, settings):  # noqa: ANN001
-    data = write_demo_dataset(tmp_path / "demo", n=1, seed=5, size=(384, 384), lesions=False)
+    data = write_demo_dataset(tmp_path / "demo", n=2, seed=5, size=(384, 384), lesions=False)
     db = open_database(tmp_path / "p.db")
     reg = register_dataset(db, data)
-    (image_id,) = reg.image_ids.values()
+    image_id = reg.image_ids[sorted(reg.image_ids)[0]]
     w = Window(db, image_id, "Dr. Rao", shape=(384, 384), settings=settings)
     qtbot.addWidget(w)
     w.show()

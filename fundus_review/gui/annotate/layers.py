@@ -84,10 +84,13 @@ class OutlineLayer:
         pts = self._cache.get(region.id, (None, np.zeros((0, 2))))[1]
         if not len(pts):
             return
+        # Above the outline; a cup's label goes below it (it lies inside the disc's outline).
+        below = "cup" in region.structure
         text = pg.TextItem(f"proposed {region.structure.replace('optic_', '')}",
-                           color=QColor(*color), anchor=(0, 1), fill=QColor(0, 0, 0, 150))  # fmt: skip
-        top = int(np.argmin(pts[:, 1]))
-        text.setPos(float(pts[top, 0]), float(pts[top, 1]))
+                           color=QColor(*color), anchor=(0.5, 0 if below else 1),
+                           fill=QColor(0, 0, 0, 150))  # fmt: skip
+        y = float(pts[:, 1].max() if below else pts[:, 1].min())
+        text.setPos(float(pts[:, 0].mean()), y)
         text.setZValue(Z_OUTLINES + 2)
         text.setVisible(self.visible)
         self.view.addItem(text, ignoreBounds=True)

@@ -21,6 +21,12 @@ from fundus_review.gui.annotate.shortcuts import ACTIONS, key_text
 from fundus_review.review.commands import Compound
 
 _ATTR = "_proposal_tool"
+#: what the region list adds after a region of this provenance
+PROVENANCE_NOTE = {
+    "proposed": " · proposed (unreviewed)",
+    "accepted-proposal": " · accepted proposal",
+    "edited-proposal": " · edited proposal",
+}
 
 
 class _ProposeWorker(QObject):
@@ -110,6 +116,8 @@ class ProposalTool(QObject):
                 cmd = plan.commands[0] if len(plan.commands) == 1 else Compound(
                     plan.commands, "propose disc and cup")  # fmt: skip
                 stored = c._push(cmd) is not None
+                if stored:  # nothing selected: every proposal shows its dash-dotted outline
+                    c.select(None)
             kept = f"; kept your own {', '.join(plan.kept)}" if plan.kept else ""
             if not shapes:
                 c.message.emit("the segmenter found no optic disc on this image")
@@ -131,7 +139,10 @@ class ProposalTool(QObject):
         if cmd is None:
             c.message.emit("no unreviewed proposal on this image")
             return False
-        return c._push(cmd) is not None
+        if c._push(cmd) is None:
+            return False
+        c.select(None)
+        return True
 
     def wait(self, msecs: int = 60000) -> None:
         if self._thread is not None:
