@@ -2,6 +2,13 @@
 the segmenter's proposals. Prints both counts (and the per-structure Dice of the proposals).
 
     .venv/bin/python bench/proposal_actions.py [--n 60] [--threshold 0.85] [--data DIR]
+    .venv/bin/python bench/proposal_actions.py --held-out models/segmenter-disc-cup/cv_per_image.csv \
+        --real ../shared/data
+
+The second form counts the same actions on the real photographs the segmenter was trained on,
+with the proposals' *held-out* Dice (each image scored by the cross-validation fold model that
+never saw it, ``cv_per_image.csv`` of ``fundus-review train-segmenter``) against the experts'
+masks; IDRiD has no cup mask, so only its disc is counted (in both flows).
 
 The demo set is regenerated exactly as `fundus-review demo` writes it (same seed, size and
 count) unless --data names a folder with masks/optic_disc and masks/optic_cup. Its masks are
@@ -78,14 +85,60 @@ def by_hand(mask: np.ndarray, t: float) -> tuple[int, int]:
     return (poly if ell is None else ell), poly
 
 
+def held_out(csv_path: Path, real: Path, t: float) -> int:
+    import csv
+
+    hand_ell = hand_poly = assisted = 0
+    ok = {s: 0 for s in STRUCTURES}
+    counted = {s: 0 for s in STRUCTURES}
+    rows = list(csv.DictReader(csv_path.open(encoding="utf-8")))
+    for row in rows:
+        folder = real / row["stratum"]
+        stem = Path(row["image"]).stem
+        cost = 2  # Shift+P, A
+        for s in STRUCTURES:
+            mask_path = folder / "masks" / s / f"{stem}.png"
+            if not mask_path.is_file() or not row.get(f"dice_{s[6:]}"):
+                continue
+            truth = load_mask(mask_path)
+            ell, poly = by_hand(truth, t)
+            hand_ell, hand_poly = hand_ell + ell, hand_poly + poly
+            counted[s] += 1
+            if float(row[f"dice_{s[6:]}"]) >= t:
+                ok[s] += 1
+            else:
+                cost += 2 + min(ell, poly)
+        assisted += cost
+    n = len(rows)
+    print(f"real photographs, held-out proposals: {n} images ({csv_path}), Dice threshold {t}")
+    for s in STRUCTURES:
+        print(f"  {s}: held-out proposal accepted as is on {ok[s]}/{counted[s]} images")
+    _report(n, hand_ell, hand_poly, assisted)
+    return 0
+
+
+def _report(n: int, hand_ell: int, hand_poly: int, assisted: int) -> None:
+    print(f"actions by hand (ellipses):   {hand_ell}  ({hand_ell / n:.1f} per image)")
+    print(f"actions by hand (polygons):   {hand_poly}  ({hand_poly / n:.1f} per image)")
+    print(f"actions with proposals:       {assisted}  ({assisted / n:.1f} per image)")
+    print(f"ratio hand (ellipses) / proposals: {hand_ell / assisted:.2f}; "
+          f"hand (polygons) / proposals: {hand_poly / assisted:.2f}")  # fmt: skip
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--held-out", type=Path, help="cv_per_image.csv of train-segmenter")
+    ap.add_argument("--real", type=Path, help="folder holding the training datasets")
     ap.add_argument("--n", type=int, default=60)
     ap.add_argument("--threshold", type=float, default=0.85)
     ap.add_argument("--data", type=Path)
     ap.add_argument("--segmenter", type=Path)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
+    if args.held_out is not None:
+        if args.real is None:
+            ap.error("--held-out needs --real (the folder of the datasets it names)")
+        return held_out(args.held_out, args.real, args.threshold)
 
     import torch
 
@@ -129,11 +182,7 @@ def main() -> int:
         d = np.asarray(dices[s])
         print(f"  proposal {s}: Dice median {np.median(d):.3f}, mean {d.mean():.3f}; "
               f"accepted as is on {ok[s]}/{n} images")  # fmt: skip
-    print(f"actions by hand (ellipses):   {hand_ell}  ({hand_ell / n:.1f} per image)")
-    print(f"actions by hand (polygons):   {hand_poly}  ({hand_poly / n:.1f} per image)")
-    print(f"actions with proposals:       {assisted}  ({assisted / n:.1f} per image)")
-    print(f"ratio hand (ellipses) / proposals: {hand_ell / assisted:.2f}; "
-          f"hand (polygons) / proposals: {hand_poly / assisted:.2f}")  # fmt: skip
+    _report(n, hand_ell, hand_poly, assisted)
     print(f"({seconds:.0f} s for {n} proposals, {seconds / n:.2f} s per 512-px image)")
     return 0
 

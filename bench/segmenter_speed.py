@@ -3,14 +3,15 @@ post-processing and the polygons (what "Propose disc and cup" computes).
 
     .venv/bin/python bench/segmenter_speed.py [--threads 2] [--repeats 10] [IMAGE ...]
 
-Without IMAGE it uses the first DRISHTI-GS1 and IDRiD photographs of ../shared/data (1024 px on
-the long side) and, when they are absent, a synthetic 1024 x 1024 demo photograph. One untimed
+Without IMAGE it uses the first DRISHTI-GS1 and IDRiD photographs of ../shared/data (or
+$FUNDUS_REVIEW_SHARED_DATA; 1024 px on the long side) and, when they are absent, a synthetic 1024 x 1024 demo photograph. One untimed
 warm-up per image; prints the median and the range of --repeats timed runs per image.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -38,7 +39,7 @@ def main() -> int:
 
     torch.set_num_threads(args.threads)
     images = list(args.images)
-    shared = REPO_ROOT.parent / "shared" / "data"
+    shared = Path(os.environ.get("FUNDUS_REVIEW_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
     if not images:
         for sub in ("drishti_gs1_train", "idrid_seg"):
             found = sorted((shared / sub / "images").glob("*.jpg"))
@@ -50,8 +51,10 @@ def main() -> int:
         images = sorted((out / "images").glob("*"))
     t0 = time.perf_counter()
     seg = get_segmenter(args.segmenter)
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"segmenter {seg.name} loaded in {time.perf_counter() - t0:.2f} s; "
-          f"{torch.get_num_threads()} torch threads")  # fmt: skip
+          f"{torch.get_num_threads()} torch threads; {os.cpu_count()} CPUs, "
+          f"load average {load:.1f} (timings on a shared machine grow with it)")  # fmt: skip
     for path in images:
         rgb = load_image(path)
 
