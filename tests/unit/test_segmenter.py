@@ -196,3 +196,26 @@ def test_shipped_segmenter_finds_the_disc_of_a_synthetic_photograph(tmp_path) ->
         scores.append(dice(disc, truth) or 0.0)
     assert min(scores) > 0.5, scores
     assert math.isfinite(sum(scores))
+
+
+@pytest.mark.skipif(not (SHIPPED / CARD_FILE).is_file(), reason="shipped segmenter not built")
+def test_propose_command_stores_unreviewed_proposals_only(tmp_path, capsys) -> None:
+    from fundus_review.cli.main import main
+    from fundus_review.review.editor import load_regions
+    from fundus_review.store import open_database, repo
+
+    data = write_demo_dataset(tmp_path / "synth", n=2, seed=12, size=(384, 384), lesions=False)
+    db_path = tmp_path / "p.db"
+    argv = ["propose", "--dataset", str(data), "--reviewer", "Dr. Rao", "--db", str(db_path)]
+    assert main([*argv, "--quiet"]) == 0
+    assert "Proposed regions on 2 images" in capsys.readouterr().out
+    with open_database(db_path) as db:
+        with db.session() as s:
+            ids = [i.id for d in repo.list_datasets(s) for i in repo.dataset_images(s, d)]
+            assert repo.list_structures(s) == []  # nothing counts as expert yet
+        regions = [r for i in ids for r in load_regions(db, i)]
+    assert regions and all(r.source == "proposed:segmenter-disc-cup" for r in regions)
+    assert main([*argv, "--quiet"]) == 0  # again: replaces them, no duplicates
+    with open_database(db_path) as db:
+        again = [r for i in ids for r in load_regions(db, i)]
+    assert len(again) == len(regions)
