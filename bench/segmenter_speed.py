@@ -26,7 +26,7 @@ from fundus_review.paths import REPO_ROOT  # noqa: E402
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("images", nargs="*", type=Path)
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=2, help="torch threads (the app uses 1)")
     ap.add_argument("--repeats", type=int, default=10)
     ap.add_argument("--segmenter", type=Path)
     args = ap.parse_args()
@@ -51,6 +51,7 @@ def main() -> int:
         images = sorted((out / "images").glob("*"))
     t0 = time.perf_counter()
     seg = get_segmenter(args.segmenter)
+    seg.threads = args.threads  # the app uses 1 (Segmenter.threads)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"segmenter {seg.name} loaded in {time.perf_counter() - t0:.2f} s; "
           f"{torch.get_num_threads()} torch threads; {os.cpu_count()} CPUs, "

@@ -16,6 +16,8 @@ from __future__ import annotations
 import hashlib
 import os
 import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,6 +148,11 @@ class Segmenter:
 
     def __init__(self, path: Path, card: SegmenterCard, net: DiscCupNet, sha256: str) -> None:
         self.path, self.card, self.net, self.weights_sha256 = path, card, net, sha256
+        # CPU threads for one proposal. One: on the 2-core machine shared with other
+        # processes, two threads made a 1024-px proposal far slower in some runs (each op's
+        # synchronisation waits for a busy core): medians 1.2 s and 6.0 s against 0.14-0.18 s
+        # with one thread (bench/segmenter_speed.py).
+        self.threads: int | None = 1
 
     @property
     def name(self) -> str:
@@ -167,6 +174,10 @@ class Segmenter:
             raise SegmenterError(
                 f"segmenter {self.name}: expected an (H, W, 3) image, got {rgb.shape}"
             )
+        with _threads(self.threads):
+            return self._predict(rgb)
+
+    def _predict(self, rgb: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         logits = self.logits(rgb)
         first = (logits[0] > 0).numpy()
         box = disc_crop_box(first, CROP_FACTOR) if first.any() else None
@@ -179,6 +190,20 @@ class Segmenter:
             logits[:, r0:r1, c0:c1] = inner[:, r0 - y0 : r1 - y0, c0 - x0 : c1 - x0]
         probs = torch.sigmoid(logits)
         return probs[0].numpy().astype(np.float32), probs[1].numpy().astype(np.float32)
+
+
+@contextmanager
+def _threads(n: int | None) -> Iterator[None]:
+    """torch's CPU thread count set to ``n`` for the block (None: unchanged)."""
+    before = torch.get_num_threads()
+    if n is None or n == before:
+        yield
+        return
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 #: side of the refining box, in disc diameters (per axis, in the stretched frame the network sees)

@@ -16,9 +16,12 @@ from fundus_review.inference.segmenter import CARD_FILE
 from fundus_review.store import open_database, repo
 from tests.gui.test_annotate import Window
 
-pytestmark = pytest.mark.skipif(
-    not (DEFAULT_SEGMENTER / CARD_FILE).is_file(), reason="the shipped segmenter is not built"
-)
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(
+        not (DEFAULT_SEGMENTER / CARD_FILE).is_file(), reason="the shipped segmenter is not built"
+    ),
+]
 
 
 @pytest.fixture

@@ -180,6 +180,7 @@ def test_shipped_segmenter_card_carries_its_provenance() -> None:
     assert (SHIPPED / "segmenter.safetensors").stat().st_size < 10 * 2**20
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (SHIPPED / CARD_FILE).is_file(), reason="shipped segmenter not built")
 def test_shipped_segmenter_finds_the_disc_of_a_synthetic_photograph(tmp_path) -> None:
     """No real data needed: a demo image (exact masks) through the shipped model."""
@@ -198,6 +199,7 @@ def test_shipped_segmenter_finds_the_disc_of_a_synthetic_photograph(tmp_path) ->
     assert math.isfinite(sum(scores))
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(not (SHIPPED / CARD_FILE).is_file(), reason="shipped segmenter not built")
 def test_propose_command_stores_unreviewed_proposals_only(tmp_path, capsys) -> None:
     from fundus_review.cli.main import main
