@@ -202,3 +202,16 @@ def test_report_counts_regions_by_provenance(proposed_only) -> None:
     assert rows["optic_cup", "ann"]["edited-proposal"] == 1
     assert rows["optic_cup", "ann"]["proposed"] == 0
     assert rows["optic_disc", "bob"]["drawn"] == 1
+
+
+def test_reviewer_agreement_leaves_out_proposals(proposed_only) -> None:
+    from fundus_review.app.scoring import reviewer_agreement
+
+    env = proposed_only
+    a = env["reg"].image_ids["a.png"]
+    bob = Editor(env["db"], a, "bob")  # bob draws on a.png, where ann only has proposals
+    bob.create("optic_disc", Ellipse(32.0, 24.0, 12.0, 11.0))
+    assert reviewer_agreement(env["db"], [a]) == []
+    Editor(env["db"], a, "ann").accept()
+    (row,) = reviewer_agreement(env["db"], [a], structures=["optic_disc"])
+    assert {row.reviewer_a, row.reviewer_b} == {"ann", "bob"}
