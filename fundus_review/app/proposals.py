@@ -14,11 +14,11 @@ from fundus_review.data.images import load_image
 from fundus_review.errors import FundusReviewError
 from fundus_review.inference.segment_post import ProposedShape, disc_cup_masks, shapes_from_masks
 from fundus_review.inference.segmenter import Segmenter, load_segmenter
-from fundus_review.paths import REPO_ROOT
+from fundus_review.paths import shipped_models_dir
 from fundus_review.store import repo
 from fundus_review.store.db import Database
 
-DEFAULT_SEGMENTER = REPO_ROOT / "models" / "segmenter-disc-cup"
+DEFAULT_SEGMENTER = shipped_models_dir() / "segmenter-disc-cup"
 _LOADED: dict[Path, Segmenter] = {}
 
 
