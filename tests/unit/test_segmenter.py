@@ -221,3 +221,22 @@ def test_propose_command_stores_unreviewed_proposals_only(tmp_path, capsys) -> N
     with open_database(db_path) as db:
         again = [r for i in ids for r in load_regions(db, i)]
     assert len(again) == len(regions)
+
+
+@pytest.mark.skipif(not (SHIPPED / CARD_FILE).is_file(), reason="shipped segmenter not built")
+def test_shipped_card_dice_is_the_mean_of_its_held_out_images() -> None:
+    """The card's cross-validated Dice are recomputed from cv_per_image.csv (one row per
+    held-out image, each in exactly one fold)."""
+    import csv
+
+    cv = tomllib.loads((SHIPPED / CARD_FILE).read_text())["training"]["cross_validation"]
+    rows = list(csv.DictReader((SHIPPED / "cv_per_image.csv").open(encoding="utf-8")))
+    assert len({r["image"] for r in rows}) == len(rows) == 62
+    for ch in ("disc", "cup"):
+        values = [float(r[f"dice_{ch}"]) for r in rows if r[f"dice_{ch}"]]
+        assert cv[f"dice_{ch}"]["n"] == len(values)
+        assert cv[f"dice_{ch}"]["mean"] == pytest.approx(np.mean(values), abs=1e-4)
+        assert cv[f"dice_{ch}"]["ci_low"] < cv[f"dice_{ch}"]["mean"] < cv[f"dice_{ch}"]["ci_high"]
+    for fold in cv["per_fold"]:
+        held = [r for r in rows if int(r["fold"]) == fold["fold"]]
+        assert len(held) == fold["n_held_out"] == 62 - fold["n_train"]
