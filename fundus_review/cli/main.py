@@ -218,11 +218,13 @@ def _extra_parsers() -> list:
     from fundus_review.cli.exchange import add_exchange_parsers
     from fundus_review.cli.gui import add_gui_parser
     from fundus_review.cli.report import add_report_parser, add_score_parser
+    from fundus_review.cli.segment import add_segment_parsers
     from fundus_review.cli.train import add_train_parser
     from fundus_review.cli.trust import add_trust_parser
 
     return [
         add_train_parser,
+        add_segment_parsers,
         add_score_parser,
         add_report_parser,
         add_trust_parser,

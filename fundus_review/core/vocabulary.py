@@ -10,4 +10,50 @@ ANNOTATION_KINDS = ("mask", "ellipse", "polygon", "brush", "point")
 REVIEW_STATUSES = ("unreviewed", "in_progress", "done", "flagged")
 VERDICTS = ("yes", "partly", "no")
 
-__all__ = ["ANNOTATION_KINDS", "REVIEW_STATUSES", "VERDICTS"]
+# Where a region came from (``Annotation.source``). A segmenter's proposal is stored as
+# "proposed:<segmenter>" and is NOT an expert region until the reviewer accepts it (source
+# "accepted-proposal:<segmenter>") or edits it ("edited-proposal:<segmenter>"); every consumer of
+# expert regions (scores, report, CDR, exports, the viewer's outlines) leaves unreviewed
+# proposals out.
+PROPOSED_PREFIX = "proposed:"
+ACCEPTED_PREFIX = "accepted-proposal:"
+EDITED_PREFIX = "edited-proposal:"
+PROVENANCES = ("drawn", "imported", "accepted-proposal", "edited-proposal", "proposed", "other")
+
+
+def provenance(source: str) -> str:
+    """The provenance class of a region's ``source``: one of ``PROVENANCES``."""
+    if source == "drawn":
+        return "drawn"
+    if source.startswith(("import:", "labelme:")):
+        return "imported"
+    for prefix in (ACCEPTED_PREFIX, EDITED_PREFIX, PROPOSED_PREFIX):
+        if source.startswith(prefix):
+            return prefix[:-1]
+    return "other"
+
+
+def is_unreviewed_proposal(source: str) -> bool:
+    return source.startswith(PROPOSED_PREFIX)
+
+
+def proposal_model(source: str) -> str | None:
+    """The segmenter named in a proposal's source (proposed, accepted or edited), else None."""
+    for prefix in (PROPOSED_PREFIX, ACCEPTED_PREFIX, EDITED_PREFIX):
+        if source.startswith(prefix):
+            return source[len(prefix) :]
+    return None
+
+
+__all__ = [
+    "ACCEPTED_PREFIX",
+    "ANNOTATION_KINDS",
+    "EDITED_PREFIX",
+    "PROPOSED_PREFIX",
+    "PROVENANCES",
+    "REVIEW_STATUSES",
+    "VERDICTS",
+    "is_unreviewed_proposal",
+    "proposal_model",
+    "provenance",
+]

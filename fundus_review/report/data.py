@@ -17,6 +17,7 @@ from fundus_review.app.scoring import AgreementRow, ScoringParams, ScoringSummar
 from fundus_review.app.selection import ResultSelection
 from fundus_review.core.score_tables import guess_negative_class
 from fundus_review.core.similarity import confidence_band, prediction_outcome
+from fundus_review.report.provenance import region_provenance
 from fundus_review.store import repo
 from fundus_review.store.db import Database
 from fundus_review.store.repo import ResultRow
@@ -98,6 +99,9 @@ class ReportData:
     verdicts: list[dict[str, Any]]
     problems: list[tuple[str, str]]
     software: dict[str, str] = field(default_factory=dict)
+    # live regions per (structure, reviewer) by provenance (report.provenance), unreviewed
+    # proposals counted apart as excluded
+    region_provenance: list[dict[str, Any]] = field(default_factory=list)
 
     def has_labels(self) -> bool:
         return any(r["true_class"] is not None for r in self.rows)
@@ -230,6 +234,7 @@ def collect(
             for d in sorted(repo.list_datasets(s), key=lambda d: (d.name, d.id))
             if d.id in {r.dataset_id for r in results}
         ]
+        provenance_rows = region_provenance(s, sorted({r.dataset_id for r in results}))
         hm_ids = {r.heatmap_id for r in results}
         verdicts = [
             {
@@ -292,6 +297,7 @@ def collect(
         verdicts=verdicts,
         problems=list(scoring.problems),
         software=software_versions(),
+        region_provenance=provenance_rows,
     )
 
 

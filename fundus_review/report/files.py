@@ -84,6 +84,7 @@ def report_json(
         "reviewer_agreement": found.agreements,
         "heatmap_similarity": found.heat.similarity,
         "verdicts": data.verdicts,
+        "region_provenance": data.region_provenance,
         "galleries": found.gallery_index,
         # The first page's sentences, as a clinician reads them.
         "headline": [b.text for b in headline.blocks if isinstance(b, Para)] if headline else [],

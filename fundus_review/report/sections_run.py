@@ -8,6 +8,7 @@ from typing import Any
 from fundus_review.core.metrics import describe_metric
 from fundus_review.report.data import ReportData
 from fundus_review.report.document import Para, Section, Table, short_sha
+from fundus_review.report.provenance import HEADERS, provenance_table_rows
 
 
 def _count_images(rows: list[dict[str, Any]], **match: Any) -> int:
@@ -94,6 +95,14 @@ def run_section(
                 for rev in data.reviewers
                 if _count_images(data.rows, structure=s, reviewer=rev)
             ],
+        ),
+        Table(
+            "Expert regions by provenance",
+            list(HEADERS),
+            provenance_table_rows(data.region_provenance),
+            note="Live regions of the analysed datasets. Accepted and edited proposals of the "
+            "segmenter were reviewed by the reviewer and count as that reviewer's expert regions; "
+            "unreviewed proposals are never scored, exported or counted as ground truth.",
         ),
         Table(
             "Settings",

@@ -16,6 +16,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from fundus_review.core.vocabulary import is_unreviewed_proposal
 from fundus_review.errors import FundusReviewError
 from fundus_review.store import Session, repo, repo_review
 
@@ -37,6 +38,7 @@ class StoredRegion(Protocol):
     kind: str
     geometry: dict[str, Any] | None
     raster: bytes | None
+    source: str
     deleted_at: Any  # a datetime when soft-deleted, else None
     reviewer: Any  # the reviewer row (its ``name``)
 
@@ -101,11 +103,12 @@ def _expect(ann: StoredRegion, content: Content, deleted: bool) -> None:
 
 class CreateRegion(Command):
     def __init__(self, image_id: int, reviewer_id: int, structure: str, content: Content,
-                 mask: np.ndarray | None = None) -> None:  # fmt: skip
+                 mask: np.ndarray | None = None, source: str = "drawn") -> None:  # fmt: skip
         self.image_id, self.reviewer_id, self.structure = image_id, reviewer_id, structure
-        self.content = content
+        self.content, self.source = content, source
         self.region_id: int | None = None
-        self.text = f"draw {content.kind} ({structure})"
+        verb = "propose" if is_unreviewed_proposal(source) else "draw"
+        self.text = f"{verb} {content.kind} ({structure})"
         # The decoded raster, when the caller has it: saves decoding a full-size mask once.
         # Dropped after the first run, so a long undo history holds only compressed rasters.
         self._mask = mask
@@ -114,7 +117,8 @@ class CreateRegion(Command):
         if self.region_id is None:
             mask = self.content.mask() if self._mask is None else self._mask
             ann = repo.add_annotation(s, self.image_id, self.reviewer_id, self.structure,
-                                      self.content.kind, self.content.geometry, mask)  # fmt: skip
+                                      self.content.kind, self.content.geometry, mask,
+                                      source=self.source)  # fmt: skip
             self.region_id, self._mask = ann.id, None
             return
         ann = _own(s, self.region_id, self.reviewer_id)
@@ -172,6 +176,38 @@ class DeleteRegion(Command):
         ann = _own(s, self.region_id, self.reviewer_id)
         _expect(ann, self.content, deleted=True)
         repo.restore_annotation(s, ann)
+
+    def region_ids(self) -> list[int]:
+        return [self.region_id]
+
+
+class SetSource(Command):
+    """Change a region's provenance: a proposal accepted ("accepted-proposal:<model>") or
+    edited ("edited-proposal:<model>"); undo gives it back its earlier source."""
+
+    def __init__(self, region_id: int, reviewer_id: int, before: str, after: str) -> None:
+        self.region_id, self.reviewer_id, self.before, self.after = (
+            region_id,
+            reviewer_id,
+            before,
+            after,
+        )
+        self.text = f"mark region {after.partition(':')[0]}"
+
+    def _write(self, s: Session, old: str, new: str) -> None:
+        ann = _own(s, self.region_id, self.reviewer_id)
+        if ann.source != old:
+            raise EditConflict(
+                f"region {ann.id} ({ann.structure}) is now {ann.source!r}, not {old!r} (changed "
+                "in another window or app instance); nothing was overwritten"
+            )
+        repo.set_annotation_source(s, ann, new)
+
+    def apply(self, s: Session) -> None:
+        self._write(s, self.before, self.after)
+
+    def revert(self, s: Session) -> None:
+        self._write(s, self.after, self.before)
 
     def region_ids(self) -> list[int]:
         return [self.region_id]

@@ -23,6 +23,12 @@ import numpy as np
 
 from fundus_review.app.identify import identify_images
 from fundus_review.core.geometry import Shape, rasterize, shape_from_dict, shape_mask
+from fundus_review.core.vocabulary import (
+    ACCEPTED_PREFIX,
+    EDITED_PREFIX,
+    is_unreviewed_proposal,
+    proposal_model,
+)
 from fundus_review.errors import FundusReviewError
 from fundus_review.review.commands import (
     Command,
@@ -34,6 +40,7 @@ from fundus_review.review.commands import (
     EditRegion,
     ReadOnlyRegion,
     SetReviewStatus,
+    SetSource,
     SetVerdict,
 )
 from fundus_review.store import repo, repo_review
@@ -51,6 +58,7 @@ __all__ = [
     "ReadOnlyRegion",
     "Region",
     "SetReviewStatus",
+    "SetSource",
     "SetVerdict",
     "UndoHistory",
     "heatmap_id_for",
@@ -94,6 +102,11 @@ class Region:
         g = self.content.geometry
         return None if g is None or self.kind == "mask" else shape_from_dict(self.kind, g)
 
+    @property
+    def proposed(self) -> bool:
+        """An unreviewed proposal of a segmenter: not an expert region until accepted/edited."""
+        return is_unreviewed_proposal(self.source)
+
     def mask(self) -> np.ndarray:
         if self.content.raster is not None:
             return repo_review.raster_mask(self.content.raster, self.image_shape)
@@ -125,7 +138,9 @@ def load_regions(db: Database, image_id: int, include_deleted: bool = False) -> 
                 a.deleted_at is not None,
                 shape,
             )  # fmt: skip
-            for a in repo.list_annotations(s, image_id, include_deleted=include_deleted)
+            for a in repo.list_annotations(
+                s, image_id, include_deleted=include_deleted, include_proposed=True
+            )
         ]
 
 
@@ -183,10 +198,10 @@ class Editor:
         return Content(shape.kind, _json_clean(shape.to_dict()), repo_review.mask_raster(m)), m
 
     def create_command(
-        self, structure: str, shape: Shape, mask: np.ndarray | None = None
+        self, structure: str, shape: Shape, mask: np.ndarray | None = None, source: str = "drawn"
     ) -> CreateRegion:
         content, m = self._content(shape, mask)
-        return CreateRegion(self.image_id, self.reviewer_id, structure, content, m)
+        return CreateRegion(self.image_id, self.reviewer_id, structure, content, m, source)
 
     def create(self, structure: str, shape: Shape, mask: np.ndarray | None = None) -> CreateRegion:
         """Store a new region; ``mask`` (the shape's raster) saves re-rasterising a brush."""
@@ -208,9 +223,17 @@ class Editor:
             new, m = self._content(shape, mask)
         if not m.any():
             return DeleteRegion(region.id, self.reviewer_id, region.content)
+        # Editing a proposal (unreviewed or accepted) is reviewing it: it becomes the
+        # reviewer's own "edited-proposal:<model>" region, in the same undo step.
+        model = proposal_model(region.source)
+        source = region.source if model is None else EDITED_PREFIX + model
         if new.kind == region.kind:
-            return EditRegion(region.id, self.reviewer_id, region.content, new, m)
-        create = CreateRegion(self.image_id, self.reviewer_id, region.structure, new, m)
+            cmd = EditRegion(region.id, self.reviewer_id, region.content, new, m)
+            if source == region.source:
+                return cmd
+            mark = SetSource(region.id, self.reviewer_id, region.source, source)
+            return Compound([cmd, mark], f"edit proposed {region.kind}")
+        create = CreateRegion(self.image_id, self.reviewer_id, region.structure, new, m, source)
         return Compound([DeleteRegion(region.id, self.reviewer_id, region.content), create],
                         f"edit {region.kind} as {new.kind}")  # fmt: skip
 
@@ -230,6 +253,28 @@ class Editor:
         if len(commands) == 1:
             return self.perform(commands[0])
         return self.perform(Compound(commands, text))
+
+    def accept_command(self, regions: list[Region] | None = None) -> Command | None:
+        """The command that accepts this reviewer's unreviewed proposals (all of the image's
+        when ``regions`` is None): each becomes "accepted-proposal:<model>", an expert region.
+        None when there is nothing to accept."""
+        pool = self.regions() if regions is None else regions
+        todo = [
+            r for r in pool if r.proposed and not r.deleted and r.reviewer_id == self.reviewer_id
+        ]
+        if not todo:
+            return None
+        cmds: list[Command] = [
+            SetSource(
+                r.id, self.reviewer_id, r.source, ACCEPTED_PREFIX + str(proposal_model(r.source))
+            )
+            for r in todo
+        ]
+        return cmds[0] if len(cmds) == 1 else Compound(cmds, f"accept {len(cmds)} proposals")
+
+    def accept(self, regions: list[Region] | None = None) -> Command | None:
+        cmd = self.accept_command(regions)
+        return None if cmd is None else self.perform(cmd)
 
     def _check_own(self, region: Region) -> None:
         if region.reviewer_id != self.reviewer_id:

@@ -9,7 +9,8 @@ Datasets/images: get_or_create_dataset, list_datasets, upsert_image, set_image_i
     set_label, image_labels.
 Reviewers and regions: get_or_create_reviewer, list_reviewers, add_annotation, update_annotation,
     replace_imported_mask, list_annotations, list_structures, soft_delete_annotation,
-    restore_annotation, annotation_mask, structure_mask.
+    restore_annotation, annotation_mask, structure_mask, set_annotation_source (a proposal
+    accepted / edited), region_sources (counts by provenance).
 Review state: set_review_status, get_review_status, set_verdict, list_verdicts.
 Models and results: get_or_create_model, list_models, get_or_create_cam_run, list_cam_runs,
     save_prediction, get_prediction, save_heatmap, get_heatmap, heatmap_array, load_heatmap,
@@ -30,8 +31,10 @@ from fundus_review.store.repo_annotations import (
     list_annotations,
     list_structures,
     list_verdicts,
+    region_sources,
     replace_imported_mask,
     restore_annotation,
+    set_annotation_source,
     set_review_status,
     set_verdict,
     soft_delete_annotation,
@@ -104,6 +107,8 @@ __all__ = [
     "images_with_sha256",
     "iter_results",
     "list_annotations",
+    "region_sources",
+    "set_annotation_source",
     "list_cam_runs",
     "list_datasets",
     "list_models",

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from fundus_review.core.cdr import cup_disc_ratio
@@ -25,7 +25,9 @@ from fundus_review.store.schema import (
     CupDiscRatioCache,
     Image,
     ImageReview,
+    Reviewer,
     Verdict,
+    expert_region,
     utcnow,
 )
 
@@ -166,8 +168,13 @@ def list_annotations(
     structure: str | None = None,
     reviewer: object | None = None,
     include_deleted: bool = False,
+    include_proposed: bool = False,
 ) -> list[Annotation]:
+    """Regions of one image, by id. Unreviewed proposals (``source`` "proposed:...") are not
+    expert regions and are left out unless ``include_proposed`` (the editor shows them)."""
     q = select(Annotation).where(Annotation.image_id == ref_id(image)).order_by(Annotation.id)
+    if not include_proposed:
+        q = q.where(expert_region())
     if structure is not None:
         q = q.where(Annotation.structure == structure)
     if reviewer is not None:
@@ -179,7 +186,8 @@ def list_annotations(
 
 def list_structures(s: Session, image: object | None = None) -> list[str]:
     """Structure names that have live regions (of one image, or anywhere)."""
-    q = select(Annotation.structure).where(Annotation.deleted_at.is_(None)).distinct()
+    q = select(Annotation.structure).where(Annotation.deleted_at.is_(None), expert_region())
+    q = q.distinct()
     if image is not None:
         q = q.where(Annotation.image_id == ref_id(image))
     return sorted(s.scalars(q))
@@ -200,6 +208,36 @@ def restore_annotation(s: Session, annotation: object) -> Annotation:
         ann.updated_at = utcnow()
         _regions_changed(s, ann.image_id, ann.structure, ann.reviewer_id)
     return ann
+
+
+def set_annotation_source(s: Session, annotation: object, source: str) -> Annotation:
+    """Change where a region counts as coming from (a proposal accepted or edited, or the undo
+    of that); its structure's scores are deleted, since the expert mask changes with it."""
+    if not source.strip():
+        raise ValueError("a region's source cannot be empty")
+    ann = get_by_id(s, Annotation, annotation)
+    if ann.source != source:
+        ann.source = source
+        ann.updated_at = utcnow()
+        delete_scores(s, ann.image_id, ann.structure, ann.reviewer_id)
+    return ann
+
+
+def region_sources(
+    s: Session, dataset_ids: list[int] | None = None
+) -> list[tuple[str, str, str, int]]:
+    """(structure, reviewer name, source, count) of the live regions, unreviewed proposals
+    included (the report counts them as excluded), of the given datasets (all when None)."""
+    q = (
+        select(Annotation.structure, Reviewer.name, Annotation.source, func.count(Annotation.id))
+        .join(Reviewer, Annotation.reviewer_id == Reviewer.id)
+        .join(Image, Annotation.image_id == Image.id)
+        .where(Annotation.deleted_at.is_(None))
+        .group_by(Annotation.structure, Reviewer.name, Annotation.source)
+    )
+    if dataset_ids is not None:
+        q = q.where(Image.dataset_id.in_(list(dataset_ids)))
+    return [(st, name, src, int(n)) for st, name, src, n in s.execute(q)]
 
 
 def annotation_mask(annotation: Annotation, rasterize: Rasterizer | None = None) -> np.ndarray:
@@ -235,6 +273,8 @@ def structure_mask(
     rasterize: Rasterizer | None = None,
 ) -> np.ndarray | None:
     """Union of a reviewer's live regions of one structure on one image; None when there are none.
+
+    Unreviewed proposals are not part of it (``list_annotations``).
 
     This is the expert mask the metrics compare heatmaps with (several hemorrhages = one mask).
     """

@@ -24,6 +24,7 @@ from fundus_review.store.schema import (
     ModelRecord,
     Reviewer,
     Verdict,
+    expert_region,
 )
 
 # One stored verdict with what it is about, as ``verdicts_for_export`` returns it.
@@ -36,11 +37,12 @@ def annotations_for_export(
     reviewer_ids: Collection[int] | None = None,
     structures: Collection[str] | None = None,
 ) -> list[Annotation]:
-    """Live regions matching the filters, ordered by image, structure, reviewer, id."""
+    """Live expert regions (no unreviewed proposal) matching the filters, ordered by image,
+    structure, reviewer, id."""
     q = (
         select(Annotation)
         .join(Image, Annotation.image_id == Image.id)
-        .where(Annotation.deleted_at.is_(None))
+        .where(Annotation.deleted_at.is_(None), expert_region())
         .order_by(
             Image.dataset_id,
             Image.rel_path,

@@ -30,6 +30,7 @@ from fundus_review.store.schema import (
     Prediction,
     Reviewer,
     Score,
+    expert_region,
 )
 
 
@@ -144,11 +145,16 @@ def review_statuses(s: Session, dataset_id: int) -> list[tuple[int, str, str]]:
 
 
 def live_region_structures(s: Session, dataset_id: int) -> list[tuple[int, str, str]]:
-    """(image id, structure, reviewer name) of every region not deleted, in the dataset."""
+    """(image id, structure, reviewer name) of every region not deleted, in the dataset
+    (unreviewed proposals left out: they are not expert regions)."""
     rows = s.execute(
         select(Annotation.image_id, Annotation.structure, Reviewer.name)
         .join(Reviewer)
-        .where(Annotation.image_id.in_(_in_dataset(dataset_id)), Annotation.deleted_at.is_(None))
+        .where(
+            Annotation.image_id.in_(_in_dataset(dataset_id)),
+            Annotation.deleted_at.is_(None),
+            expert_region(),
+        )
     )
     return [(i, struct, name) for i, struct, name in rows]
 
@@ -193,8 +199,8 @@ def image_files(s: Session, dataset_id: int) -> dict[int, tuple[str, str | None]
 
 
 def region_masks(s: Session, image_id: int) -> list[tuple[str, str, np.ndarray]]:
-    """(structure, reviewer name, bool mask on the image grid) of every live region with a
-    raster, by structure and id; a raster of another size than the image raises ValueError."""
+    """(structure, reviewer name, bool mask on the image grid) of every live expert region (no
+    unreviewed proposal) with a raster, by structure and id; a raster of another size than the image raises ValueError."""
     image = s.get(Image, image_id)
     out = []
     for ann, name in s.execute(
@@ -204,6 +210,7 @@ def region_masks(s: Session, image_id: int) -> list[tuple[str, str, np.ndarray]]
             Annotation.image_id == image_id,
             Annotation.deleted_at.is_(None),
             Annotation.raster.is_not(None),
+            expert_region(),
         )
         .order_by(Annotation.structure, Annotation.id)
     ):

@@ -32,6 +32,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 
+from fundus_review.core.vocabulary import PROPOSED_PREFIX
+
 # Named constraints: alembic's batch mode on SQLite (and any later migration that drops or
 # alters a constraint) needs stable names, identical on every backend.
 NAMING_CONVENTION = {
@@ -162,6 +164,13 @@ class Annotation(_Timestamps, Base):
 
     image: Mapped[Image] = relationship()
     reviewer: Mapped[Reviewer] = relationship()
+
+
+def expert_region():
+    """SQL condition: the region is expert work (drawn, imported, an accepted or edited
+    proposal), not an unreviewed proposal of a segmenter (``core.vocabulary.PROPOSED_PREFIX``).
+    Every query that feeds scores, reports, exports or the viewer's outlines applies it."""
+    return ~Annotation.source.startswith(PROPOSED_PREFIX, autoescape=True)
 
 
 class ModelRecord(_Created, Base):

@@ -287,6 +287,15 @@ def test_verdicts_are_counted_next_to_the_scores(world: dict) -> None:
         assert row["verdicts"] == f"alice: {verdict}"
 
 
+def test_regions_are_counted_by_provenance(world: dict) -> None:
+    rows = {(r["structure"], r["reviewer"]): r for r in _json(world)["region_provenance"]}
+    assert rows["optic_disc", "reference"]["imported"] == 8
+    assert rows["optic_disc", "second"]["imported"] == 3
+    assert all(r["proposed"] == 0 and r["drawn"] == 0 for r in rows.values())
+    html = (world["out"] / "report.html").read_text(encoding="utf-8")
+    assert "Expert regions by provenance" in html and "unreviewed proposals (excluded)" in html
+
+
 def test_html_is_self_contained_and_shows_the_numbers(world: dict) -> None:
     html = (world["out"] / "report.html").read_text(encoding="utf-8")
     srcs = re.findall(r'\bsrc="([^"]*)"', html)

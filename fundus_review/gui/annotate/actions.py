@@ -67,6 +67,12 @@ def install_actions(controller: AnnotationController, host: QWidget) -> dict[str
     for status in ("in_progress", "done", "flagged"):
         add(f"status_{status}", f"Status: {status.replace('_', ' ')}",
             [ACTIONS[f"status_{status}"][0]], lambda st=status: c.set_status(st))  # fmt: skip
+    from fundus_review.gui.annotate.proposals import proposal_tool
+
+    add("propose", "Propose disc and cup", [ACTIONS["propose"][0]],
+        lambda: proposal_tool(c).propose())  # fmt: skip
+    add("accept_proposals", "Accept proposals", [ACTIONS["accept_proposals"][0]],
+        lambda: proposal_tool(c).accept())  # fmt: skip
     for i in range(9):
         add(f"structure_{i + 1}", f"Structure {i + 1}", [str(i + 1)],
             lambda i=i: _pick_structure(c, i))  # fmt: skip

@@ -42,6 +42,7 @@ class OutlineLayer:
     def __init__(self, view: pg.ViewBox) -> None:
         self.view = view
         self.items: dict[int, pg.GraphicsObject] = {}
+        self.labels: dict[int, pg.TextItem] = {}  # "proposed" beside unreviewed proposals
         self._cache: dict[int, tuple[object, np.ndarray]] = {}
         self.visible = True
         self._pending: list | None = None  # what show() was given while hidden
@@ -50,14 +51,15 @@ class OutlineLayer:
         self.visible = bool(visible)
         if self.visible and self._pending is not None:
             self._build(self._pending)
-        for item in self.items.values():
+        for item in [*self.items.values(), *self.labels.values()]:
             item.setVisible(self.visible)
 
     def clear(self) -> None:
         self._pending = None
-        for item in self.items.values():
+        for item in [*self.items.values(), *self.labels.values()]:
             self.view.removeItem(item)
         self.items.clear()
+        self.labels.clear()
 
     def show(self, regions: list[tuple[Region, tuple[int, int, int], bool, bool]]) -> None:
         """(region, colour, own, emphasised) for every region to draw. While hidden they are
@@ -75,13 +77,32 @@ class OutlineLayer:
             item.setVisible(self.visible)
             self.view.addItem(item, ignoreBounds=True)  # never changes the auto-range
             self.items[region.id] = item
+            if region.proposed:
+                self._label(region, color)
+
+    def _label(self, region: Region, color: tuple[int, int, int]) -> None:
+        pts = self._cache.get(region.id, (None, np.zeros((0, 2))))[1]
+        if not len(pts):
+            return
+        # Above the outline; a cup's label goes below it (it lies inside the disc's outline).
+        below = "cup" in region.structure
+        text = pg.TextItem(f"proposed {region.structure.replace('optic_', '')}",
+                           color=QColor(*color), anchor=(0.5, 0 if below else 1),
+                           fill=QColor(0, 0, 0, 150))  # fmt: skip
+        y = float(pts[:, 1].max() if below else pts[:, 1].min())
+        text.setPos(float(pts[:, 0].mean()), y)
+        text.setZValue(Z_OUTLINES + 2)
+        text.setVisible(self.visible)
+        self.view.addItem(text, ignoreBounds=True)
+        self.labels[region.id] = text
 
     def _item(self, region: Region, color: tuple[int, int, int], own: bool, strong: bool):
         qc = QColor(*color)
         if not own:
             qc.setAlpha(170)
-        pen = pg.mkPen(qc, width=3 if strong else (2 if own else 1.5),
-                       style=Qt.SolidLine if own else Qt.DashLine)  # fmt: skip
+        # Unreviewed proposals: dash-dotted (others' regions are dashed, own expert ones solid).
+        style = Qt.DashDotLine if region.proposed else (Qt.SolidLine if own else Qt.DashLine)
+        pen = pg.mkPen(qc, width=3 if strong else (2 if own else 1.5), style=style)
         shape = region.shape()
         if isinstance(shape, Point):
             symbol = "+" if own else "x"

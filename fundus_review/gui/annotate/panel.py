@@ -27,8 +27,10 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from fundus_review.core.vocabulary import provenance
 from fundus_review.errors import FundusReviewError
 from fundus_review.gui.annotate.controller import TOOL_NAMES, AnnotationController
+from fundus_review.gui.annotate.proposals import PROVENANCE_NOTE, ProposalBox
 from fundus_review.gui.annotate.review_box import ReviewBox
 from fundus_review.gui.annotate.reviewer import ask_reviewer
 from fundus_review.gui.annotate.shortcuts import TOOLS, ShortcutHelp
@@ -89,6 +91,7 @@ class AnnotationPanel(QWidget):
         layout.addWidget(self._structures_box())
         layout.addWidget(self._tools_box())
         layout.addWidget(self._regions_box())
+        layout.addWidget(ProposalBox(controller))
         self.review = ReviewBox(controller)
         layout.addWidget(self.review)
         help_button = QPushButton("Keyboard shortcuts (F1)")
@@ -264,6 +267,7 @@ class AnnotationPanel(QWidget):
         for r in self.c.regions:
             own = self.c.own(r)
             text = f"{r.structure} · {r.kind}" + ("" if own else f" · {r.reviewer} (read-only)")
+            text += PROVENANCE_NOTE.get(provenance(r.source), "")
             item = QListWidgetItem(swatch(self.c.structure_def(r.structure).color), text)
             item.setData(Qt.UserRole, r.id)
             if not own:

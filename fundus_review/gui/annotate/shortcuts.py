@@ -36,6 +36,9 @@ ACTIONS: dict[str, tuple[str, str]] = {  # action -> (key, what it does)
     "status_in_progress": ("Alt+2", "review status: in progress"),
     "status_done": ("Alt+3", "review status: done"),
     "status_flagged": ("Alt+4", "review status: flagged"),
+    "propose": ("Shift+P", "propose the optic disc and cup (the shipped segmenter; drawn "
+                "dash-dotted, not expert regions until accepted or edited)"),
+    "accept_proposals": ("A", "accept the proposals on this image (editing one also accepts it)"),
 }  # fmt: skip
 STRUCTURE_KEYS = "1-9: choose the n-th structure of the label set"
 NAVIGATION = "Mouse wheel: zoom; middle or right drag: pan/zoom while a drawing tool is active"
