@@ -212,14 +212,15 @@ def restore_annotation(s: Session, annotation: object) -> Annotation:
 
 def set_annotation_source(s: Session, annotation: object, source: str) -> Annotation:
     """Change where a region counts as coming from (a proposal accepted or edited, or the undo
-    of that); its structure's scores are deleted, since the expert mask changes with it."""
+    of that); the expert mask changes with it, so its structure's scores are deleted and a disc or
+    cup's cached cup-to-disc ratio is re-measured (an accepted proposal now counts)."""
     if not source.strip():
         raise ValueError("a region's source cannot be empty")
     ann = get_by_id(s, Annotation, annotation)
     if ann.source != source:
         ann.source = source
         ann.updated_at = utcnow()
-        delete_scores(s, ann.image_id, ann.structure, ann.reviewer_id)
+        _regions_changed(s, ann.image_id, ann.structure, ann.reviewer_id)
     return ann
 
 

@@ -14,7 +14,13 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from fundus_review.store.repo_annotations import CDR_STRUCTURES, refresh_cdr
-from fundus_review.store.schema import Annotation, CupDiscRatioCache, Image, Reviewer
+from fundus_review.store.schema import (
+    Annotation,
+    CupDiscRatioCache,
+    Image,
+    Reviewer,
+    expert_region,
+)
 
 __all__ = ["CDR_STRUCTURES", "cached_ratios", "drop_all", "refresh_cdr", "stale_pairs"]
 
@@ -23,7 +29,11 @@ def stale_pairs(s: Session, dataset_id: int | None = None) -> list[tuple[int, in
     """(image id, reviewer id) with live disc and cup regions but no cached row, by image."""
     q = (
         select(Annotation.image_id, Annotation.reviewer_id)
-        .where(Annotation.deleted_at.is_(None), Annotation.structure.in_(CDR_STRUCTURES))
+        .where(
+            Annotation.deleted_at.is_(None),
+            Annotation.structure.in_(CDR_STRUCTURES),
+            expert_region(),  # an unreviewed proposal is never measured
+        )
         .group_by(Annotation.image_id, Annotation.reviewer_id)
         .having(func.count(Annotation.structure.distinct()) == 2)
         .order_by(Annotation.image_id, Annotation.reviewer_id)

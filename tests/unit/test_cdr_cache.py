@@ -137,3 +137,26 @@ def test_browser_rows_show_own_or_mean_cdr_and_sort_blanks_last(db) -> None:
     ):
         order = ordered_indices(rows, BrowseFilter(), "cdr", desc)
         assert [rows[i].rel_path for i in order] == expected  # c.jpg (blank) last both ways
+
+
+def test_a_proposal_counts_in_the_cached_ratio_only_once_accepted(db) -> None:
+    from fundus_review.core.vocabulary import ACCEPTED_PREFIX, PROPOSED_PREFIX
+
+    _, img, rev = _ids(db)
+    a, ann = img["a.jpg"], rev["ann"]
+    disc, cup = _rect(10, 10, 40, 20), _rect(20, 15, 10, 10)  # vertical 10 / 40
+    with db.session() as s:
+        repo.add_annotation(s, a, ann, "optic_disc", "mask", mask=disc)
+        c = repo.add_annotation(
+            s, a, ann, "optic_cup", "mask", mask=cup, source=PROPOSED_PREFIX + "seg"
+        )
+        cup_id = c.id
+    assert _cached(db) == {}  # the cup is an unreviewed proposal: no ratio yet
+    with db.session(read_only=True) as s:
+        assert repo_cdr.stale_pairs(s) == []  # nor a pair waiting to be measured
+    with db.session() as s:
+        repo.set_annotation_source(s, cup_id, ACCEPTED_PREFIX + "seg")
+    assert _cached(db)[(a, "ann")][0] == pytest.approx(0.25)
+    with db.session() as s:  # undoing the acceptance removes the ratio again
+        repo.set_annotation_source(s, cup_id, PROPOSED_PREFIX + "seg")
+    assert _cached(db) == {}
