@@ -65,6 +65,7 @@ class AnnotateMixin:
         self.annot = AnnotationController(
             self.viewer.view, self.session.db, reviewer=reviewer, parent=self
         )
+        self.annot.pixel_source = self._annotation_pixels  # the smart tools read the photo
         self.annot_panel = AnnotationPanel(self.annot, self.settings)
         self.annot_tab = QScrollArea()
         self.annot_tab.setWidgetResizable(True)
@@ -179,6 +180,12 @@ class AnnotateMixin:
             self.annot.set_image(image_id, shape)
         except FundusReviewError as exc:
             self.show_error(exc)
+
+    def _annotation_pixels(self):  # noqa: ANN202 - the shown photo's RGB array, or None
+        photo = getattr(self, "photo", None)
+        if photo is None or photo[0].image_id != self.annot.image_id:
+            return None
+        return photo[1]
 
     def _annotation_heatmap(self, ov) -> None:  # noqa: ANN001 - overlays.Overlays
         """The verdict keys judge the heatmap now shown (None where none is shown)."""

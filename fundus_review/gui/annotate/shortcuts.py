@@ -16,6 +16,11 @@ TOOLS: dict[str, tuple[str, str]] = {  # tool -> (key, what it does)
                "structure under the stroke"),
     "fill": ("F", "fill: click inside a closed outline to fill it"),
     "point": ("T", "point: click to mark a point (e.g. the fovea); drag it to move"),
+    "scissors": ("S", "scissors: click anchors, the path snaps to edges of the photo; "
+                 "double-click, Enter or a click on the first anchor closes it into a polygon; "
+                 "Backspace removes the last anchor"),
+    "box": ("G", "box: drag a box around a lesion; GrabCut outlines what is inside as a polygon "
+            "of the current structure"),
 }  # fmt: skip
 
 ACTIONS: dict[str, tuple[str, str]] = {  # action -> (key, what it does)
