@@ -115,6 +115,7 @@ class AnnotateMixin:
         self.side_tabs.currentChanged.connect(self._update_annotating)
         self.viewer.forward_navigation = True
         self.viewer.navigate.connect(self.browser_key)
+        self.annot.step_image.connect(self.step_image)
 
     # ------------------------------------------------------------------------------ mode
     def show_annotation(self) -> None:
@@ -167,6 +168,19 @@ class AnnotateMixin:
         lst = self.browser.list
         for kind in (QEvent.KeyPress, QEvent.KeyRelease):
             QApplication.sendEvent(lst, QKeyEvent(kind, key, Qt.NoModifier))
+
+    def step_image(self, step: int) -> None:
+        """Show the next (+1) or previous (-1) image of the browser's list (N, Shift+N)."""
+        model, current = self.browser.model, self.browser.current_id()
+        n = model.rowCount()
+        if n == 0:
+            return
+        pos = model.row_of(current) if current is not None else None
+        new = 0 if pos is None else pos + step
+        if not 0 <= new < n:
+            self.status("last image of the list" if step > 0 else "first image of the list")
+            return
+        self.browser.select_image(model.state.row_at(new).image_id)
 
     # ------------------------------------------------------------------------------ hooks
     def _annotation_database(self) -> None:

@@ -57,6 +57,7 @@ def install_actions(controller: AnnotationController, host: QWidget) -> dict[str
     def show_help() -> None:
         if not help_box:
             help_box.append(ShortcutHelp(host))
+        help_box[0].set_window_keys(window_keys(host, acts))
         help_box[0].show()
         help_box[0].raise_()
 
@@ -67,10 +68,27 @@ def install_actions(controller: AnnotationController, host: QWidget) -> dict[str
     for status in ("in_progress", "done", "flagged"):
         add(f"status_{status}", f"Status: {status.replace('_', ' ')}",
             [ACTIONS[f"status_{status}"][0]], lambda st=status: c.set_status(st))  # fmt: skip
+    add("next_image", "Next image", [ACTIONS["next_image"][0]], lambda: c.step_image.emit(1))
+    add("previous_image", "Previous image", [ACTIONS["previous_image"][0]],
+        lambda: c.step_image.emit(-1))  # fmt: skip
+    add("done_next", "Done, next image", [ACTIONS["done_next"][0], "Ctrl+Enter"], c.done_and_next)
     for i in range(9):
         add(f"structure_{i + 1}", f"Structure {i + 1}", [str(i + 1)],
             lambda i=i: _pick_structure(c, i))  # fmt: skip
     return acts
+
+
+def window_keys(host: QWidget, own: dict[str, QAction]) -> list[tuple[str, str]]:
+    """(key, text) of the host's other actions with a shortcut (its menus), for F1."""
+    mine = set(own.values())
+    out: list[tuple[str, str]] = []
+    for act in host.findChildren(QAction):
+        keys = [k.toString() for k in act.shortcuts() if not k.isEmpty()]
+        if act in mine or not keys:
+            continue
+        text = act.text().split("\t")[0].replace("&", "").rstrip(".…")
+        out.append((" / ".join(keys), text))
+    return sorted(set(out), key=lambda kt: kt[0])
 
 
 def _keys(seqs: list[QKeySequence]) -> list[QKeySequence]:

@@ -53,6 +53,7 @@ class AnnotationController(SmartTools, ToolHandlers, QObject):
     stored = Signal(bool)
     brush_size_changed = Signal(float)
     others_visible_changed = Signal(bool)
+    step_image = Signal(int)  # the reviewer asks for the next (+1) / previous (-1) image
 
     def __init__(self, view_box: pg.ViewBox, db: Database, image_id: int | None = None,
                  image_shape: tuple[int, int] | None = None, reviewer: str | None = None,
@@ -415,3 +416,11 @@ class AnnotationController(SmartTools, ToolHandlers, QObject):
             (None, "") if self.heatmap_id is None else self.editor.verdict(self.heatmap_id)
         )
         return status, comment, verdict, vcomment
+
+    def done_and_next(self) -> None:
+        """Review status "done" for this image, then the next image (one key: Ctrl+Return)."""
+        if self.image_id is None or not self._need_editor():
+            return
+        if self.review_state()[0] != "done":
+            self.set_status("done")
+        self.step_image.emit(1)
