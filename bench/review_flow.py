@@ -315,7 +315,11 @@ def main(argv: list[str] | None = None) -> int:
     if not db.is_file() or args.rebuild:
         run_demo(args.n, home=args.home, quiet=True, report=False, trust_sample=0)
     print(f"demo database ready in {time.perf_counter() - t0:.1f} s: {db}", file=sys.stderr)
+    from fundus_review.gui import refcount_guard
+
     app = QApplication.instance() or QApplication([])
+    guard = refcount_guard.install(app)  # as `fundus-review gui` does (PySide6 6.12.0 bug)
+    print(f"refcount guard: {'on' if guard else 'not needed'}", file=sys.stderr)
     pg.setConfigOption("mouseRateLimit", -1)  # synthetic mouse moves come faster than 100/s
     results = []
     for mode in args.modes.split(","):

@@ -14,9 +14,11 @@ def run_app(
 ) -> int:
     from PySide6.QtWidgets import QApplication
 
+    from fundus_review.gui import refcount_guard
     from fundus_review.gui.main_window import MainWindow
 
     app = QApplication.instance() or QApplication(argv if argv is not None else sys.argv[:1])
+    refcount_guard.install(app)  # PySide6 6.12.0's emit() leaks True: long sessions abort
     app.setApplicationName("fundus-review")
     app.setOrganizationName("fundus-review")
     window = MainWindow(db=db, dataset=dataset, model=model)

@@ -236,7 +236,10 @@ class SmartTools:
         closing = self._fixed_segment(fx, fy) if len(self._anchors) >= 2 else None
         segments = [*self._segments, *([closing] if closing is not None else [])]
         self._clear_path()
-        if not segments or not self._need_editor():
+        if not segments:
+            self.message.emit("scissors: click at least 2 anchors around the lesion")
+            return
+        if not self._need_editor():
             return
         pts = np.vstack(segments)
         keep = np.ones(len(pts), bool)
