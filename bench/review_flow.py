@@ -33,6 +33,7 @@ import statistics
 import sys
 import tempfile
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -103,7 +104,9 @@ class Reviewer:
                 self.t.keys += 1
         wait_until(lambda: not any(b.isVisible() for b in self.win.findChildren(QMessageBox)), 5)
         self.win.activateWindow()
-        QApplication.setActiveWindow(self.win)  # offscreen has no window manager to do it
+        with warnings.catch_warnings():  # deprecated, but offscreen has no window manager
+            warnings.simplefilter("ignore", DeprecationWarning)
+            QApplication.setActiveWindow(self.win)
 
     def click(self, x: float, y: float) -> None:
         from PySide6.QtCore import Qt
@@ -212,6 +215,8 @@ def run_mode(
         QApplication.processEvents()
         tally.acting.append(time.perf_counter() - start)
         done_ids.append(image_id)
+        if (i + 1) % 10 == 0:
+            print(f"  {mode}: {i + 1}/{n} images", file=sys.stderr)
         t_ready = time.perf_counter()
         if i < n - 1:
             wait_until(lambda left=image_id: win.browser.current_id() != left and ready(),
@@ -297,7 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--vertices", type=int, default=12, help="polygon mode: clicks per outline")
     ap.add_argument("--home", type=Path, default=Path(tempfile.gettempdir()) / "fr_review_flow")
     ap.add_argument("--photo", type=Path,
-                    default=Path(__file__).resolve().parents[2] / "shared" / "data" / "idrid_seg"
+                    default=Path(__file__).resolve().parents[1].parent / "shared" / "data" / "idrid_seg"
                     / "images" / "IDRiD_01.jpg", help="real photo for the smart tools' costs")  # fmt: skip
     ap.add_argument("--rebuild", action="store_true", help="rebuild the demo database")
     args = ap.parse_args(argv)
