@@ -145,3 +145,26 @@ def test_a_box_result_after_the_image_changed_is_dropped(qtbot, swin, tmp_path) 
     idle(qtbot, swin)
     qtbot.wait(100)
     assert load_regions(swin.db, first) == []
+
+
+def test_scissors_closing_after_one_anchor_stores_nothing_and_says_why(qtbot, swin) -> None:  # noqa: ANN001
+    c = swin.c
+    c.set_tool("scissors")
+    messages: list[str] = []
+    c.message.connect(messages.append)
+    click(qtbot, swin, CX + R, CY)
+    idle(qtbot, swin)
+    qtbot.keyClick(swin, Qt.Key_Return)
+    assert any("at least 2 anchors" in m for m in messages)
+    assert load_regions(swin.db, swin.image_id) == [] and c._anchors == []
+
+
+def test_f1_lists_an_action_of_no_group_under_more(monkeypatch) -> None:  # noqa: ANN001
+    from fundus_review.gui.annotate import shortcuts
+
+    monkeypatch.setitem(shortcuts.ACTIONS, "accept_proposal", ("A", "accept the proposal"))
+    html = shortcuts.help_html([("Ctrl+R", "Run on current image")])
+    assert html.index("<u>More") < html.index("accept the proposal") < html.index("<u>Window")
+    assert "Run on current image" in html
+    monkeypatch.delitem(shortcuts.ACTIONS, "accept_proposal")
+    assert "<u>More" not in shortcuts.help_html()  # every shipped action is in a group
