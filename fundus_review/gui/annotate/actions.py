@@ -71,7 +71,8 @@ def install_actions(controller: AnnotationController, host: QWidget) -> dict[str
     add("next_image", "Next image", [ACTIONS["next_image"][0]], lambda: c.step_image.emit(1))
     add("previous_image", "Previous image", [ACTIONS["previous_image"][0]],
         lambda: c.step_image.emit(-1))  # fmt: skip
-    add("done_next", "Done, next image", [ACTIONS["done_next"][0], "Ctrl+Enter"], c.done_and_next)
+    add("done_next", "Done, next image", [ACTIONS["done_next"][0], "Ctrl+Enter"],
+        lambda: _done_and_next(c))  # fmt: skip
     for i in range(9):
         add(f"structure_{i + 1}", f"Structure {i + 1}", [str(i + 1)],
             lambda i=i: _pick_structure(c, i))  # fmt: skip
@@ -97,6 +98,15 @@ def _keys(seqs: list[QKeySequence]) -> list[QKeySequence]:
         if not k.isEmpty() and k not in out:
             out.append(k)
     return out
+
+
+def _done_and_next(c: AnnotationController) -> None:
+    """Review status "done" for this image, then the next image (one key: Ctrl+Return)."""
+    if c.image_id is None or not c._need_editor():
+        return
+    if c.review_state()[0] != "done":
+        c.set_status("done")
+    c.step_image.emit(1)
 
 
 def _pick_structure(c: AnnotationController, index: int) -> None:

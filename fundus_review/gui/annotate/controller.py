@@ -416,11 +416,3 @@ class AnnotationController(SmartTools, ToolHandlers, QObject):
             (None, "") if self.heatmap_id is None else self.editor.verdict(self.heatmap_id)
         )
         return status, comment, verdict, vcomment
-
-    def done_and_next(self) -> None:
-        """Review status "done" for this image, then the next image (one key: Ctrl+Return)."""
-        if self.image_id is None or not self._need_editor():
-            return
-        if self.review_state()[0] != "done":
-            self.set_status("done")
-        self.step_image.emit(1)
