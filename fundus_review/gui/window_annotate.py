@@ -65,6 +65,7 @@ class AnnotateMixin:
         self.annot = AnnotationController(
             self.viewer.view, self.session.db, reviewer=reviewer, parent=self
         )
+        self.annot.pixel_source = self._annotation_pixels  # the smart tools read the photo
         self.annot_panel = AnnotationPanel(self.annot, self.settings)
         self.annot_tab = QScrollArea()
         self.annot_tab.setWidgetResizable(True)
@@ -114,6 +115,7 @@ class AnnotateMixin:
         self.side_tabs.currentChanged.connect(self._update_annotating)
         self.viewer.forward_navigation = True
         self.viewer.navigate.connect(self.browser_key)
+        self.annot.step_image.connect(self.step_image)
 
     # ------------------------------------------------------------------------------ mode
     def show_annotation(self) -> None:
@@ -167,6 +169,19 @@ class AnnotateMixin:
         for kind in (QEvent.KeyPress, QEvent.KeyRelease):
             QApplication.sendEvent(lst, QKeyEvent(kind, key, Qt.NoModifier))
 
+    def step_image(self, step: int) -> None:
+        """Show the next (+1) or previous (-1) image of the browser's list (N, Shift+N)."""
+        model, current = self.browser.model, self.browser.current_id()
+        n = model.rowCount()
+        if n == 0:
+            return
+        pos = model.row_of(current) if current is not None else None
+        new = 0 if pos is None else pos + step
+        if not 0 <= new < n:
+            self.status("last image of the list" if step > 0 else "first image of the list")
+            return
+        self.browser.select_image(model.state.row_at(new).image_id)
+
     # ------------------------------------------------------------------------------ hooks
     def _annotation_database(self) -> None:
         """A database was opened: the controller edits that one (history kept per database)."""
@@ -179,6 +194,12 @@ class AnnotateMixin:
             self.annot.set_image(image_id, shape)
         except FundusReviewError as exc:
             self.show_error(exc)
+
+    def _annotation_pixels(self):  # noqa: ANN202 - the shown photo's RGB array, or None
+        photo = getattr(self, "photo", None)
+        if photo is None or photo[0].image_id != self.annot.image_id:
+            return None
+        return photo[1]
 
     def _annotation_heatmap(self, ov) -> None:  # noqa: ANN001 - overlays.Overlays
         """The verdict keys judge the heatmap now shown (None where none is shown)."""

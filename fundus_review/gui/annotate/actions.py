@@ -57,6 +57,7 @@ def install_actions(controller: AnnotationController, host: QWidget) -> dict[str
     def show_help() -> None:
         if not help_box:
             help_box.append(ShortcutHelp(host))
+        help_box[0].set_window_keys(window_keys(host, acts))
         help_box[0].show()
         help_box[0].raise_()
 
@@ -73,10 +74,28 @@ def install_actions(controller: AnnotationController, host: QWidget) -> dict[str
         lambda: proposal_tool(c).propose())  # fmt: skip
     add("accept_proposals", "Accept proposals", [ACTIONS["accept_proposals"][0]],
         lambda: proposal_tool(c).accept())  # fmt: skip
+    add("next_image", "Next image", [ACTIONS["next_image"][0]], lambda: c.step_image.emit(1))
+    add("previous_image", "Previous image", [ACTIONS["previous_image"][0]],
+        lambda: c.step_image.emit(-1))  # fmt: skip
+    add("done_next", "Done, next image", [ACTIONS["done_next"][0], "Ctrl+Enter"],
+        lambda: _done_and_next(c))  # fmt: skip
     for i in range(9):
         add(f"structure_{i + 1}", f"Structure {i + 1}", [str(i + 1)],
             lambda i=i: _pick_structure(c, i))  # fmt: skip
     return acts
+
+
+def window_keys(host: QWidget, own: dict[str, QAction]) -> list[tuple[str, str]]:
+    """(key, text) of the host's other actions with a shortcut (its menus), for F1."""
+    mine = set(own.values())
+    out: list[tuple[str, str]] = []
+    for act in host.findChildren(QAction):
+        keys = [k.toString() for k in act.shortcuts() if not k.isEmpty()]
+        if act in mine or not keys:
+            continue
+        text = act.text().split("\t")[0].replace("&", "").rstrip(".…")
+        out.append((" / ".join(keys), text))
+    return sorted(set(out), key=lambda kt: kt[0])
 
 
 def _keys(seqs: list[QKeySequence]) -> list[QKeySequence]:
@@ -85,6 +104,15 @@ def _keys(seqs: list[QKeySequence]) -> list[QKeySequence]:
         if not k.isEmpty() and k not in out:
             out.append(k)
     return out
+
+
+def _done_and_next(c: AnnotationController) -> None:
+    """Review status "done" for this image, then the next image (one key: Ctrl+Return)."""
+    if c.image_id is None or not c._need_editor():
+        return
+    if c.review_state()[0] != "done":
+        c.set_status("done")
+    c.step_image.emit(1)
 
 
 def _pick_structure(c: AnnotationController, index: int) -> None:

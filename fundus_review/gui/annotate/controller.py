@@ -22,6 +22,7 @@ from fundus_review.errors import FundusReviewError
 from fundus_review.gui.annotate.commands import DbUndoCommand
 from fundus_review.gui.annotate.editors import make_editor
 from fundus_review.gui.annotate.layers import Z_PREVIEW, MaskOverlay, OutlineLayer
+from fundus_review.gui.annotate.smart import SMART_TOOLS, SmartTools
 from fundus_review.gui.annotate.strokes import Stroke
 from fundus_review.gui.annotate.surface import BrushCursor, DrawSurface
 from fundus_review.gui.annotate.tools import ToolHandlers
@@ -36,10 +37,10 @@ from fundus_review.review.editor import (
 from fundus_review.review.labelsets import LabelSet, StructureDef, load_label_set
 from fundus_review.store.db import Database
 
-TOOL_NAMES = ("select", "ellipse", "polygon", "brush", "eraser", "fill", "point")
+TOOL_NAMES = ("select", "ellipse", "polygon", "brush", "eraser", "fill", "point", *SMART_TOOLS)
 
 
-class AnnotationController(ToolHandlers, QObject):
+class AnnotationController(SmartTools, ToolHandlers, QObject):
     changed = Signal()  # the current image's regions changed (edit, undo, redo, reload)
     message = Signal(str)  # status-bar information
     error = Signal(str)  # something the user must read (conflict, refused edit)
@@ -52,6 +53,7 @@ class AnnotationController(ToolHandlers, QObject):
     stored = Signal(bool)
     brush_size_changed = Signal(float)
     others_visible_changed = Signal(bool)
+    step_image = Signal(int)  # the reviewer asks for the next (+1) / previous (-1) image
 
     def __init__(self, view_box: pg.ViewBox, db: Database, image_id: int | None = None,
                  image_shape: tuple[int, int] | None = None, reviewer: str | None = None,
@@ -90,6 +92,7 @@ class AnnotationController(ToolHandlers, QObject):
         self._poll = QTimer(self)
         self._poll.setInterval(max(int(poll_ms), 0))
         self._poll.timeout.connect(self.poll_database)
+        self._smart_init()
         if image_id is not None:
             self.set_image(image_id, image_shape)
 
@@ -125,6 +128,7 @@ class AnnotationController(ToolHandlers, QObject):
         """Stop polling and drop the view items and the undo history (the window closes)."""
         self.set_image(None)
         self._drop_history()
+        self._smart_shutdown()
         self.editor = None
 
     def _drop_history(self) -> None:
@@ -236,6 +240,7 @@ class AnnotationController(ToolHandlers, QObject):
         self._update_cursor_visibility()
 
     def _teardown(self) -> None:
+        self._smart_teardown()
         self.outlines.clear()
         if self.overlay is not None:
             self.overlay.close()
@@ -294,7 +299,8 @@ class AnnotationController(ToolHandlers, QObject):
         return True
 
     def _drawing(self) -> bool:
-        return bool(self._poly) or self._drag_from is not None or self._stroke is not None
+        busy = bool(self._poly) or self._drag_from is not None or self._stroke is not None
+        return busy or self._smart_drawing()
 
     def refresh(self) -> None:
         sel = self.selected
