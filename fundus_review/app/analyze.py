@@ -113,6 +113,7 @@ def _compute_and_store(
     """The claim / compute / store loop, whichever engine computes."""
     cancelled = (lambda: False) if cancel is None else cancel.is_set
     claimed = share.batches(req.batch_size, cancelled)
+    computer = None
     if req.engine == "ray" and plan.todo:  # nothing to compute: no cluster to start
         from fundus_review.app.analyze_ray import RayEngine
 
@@ -122,32 +123,38 @@ def _compute_and_store(
     else:
         steps = _compute_local(model, plan.root, claimed)
         device = str(model.device)
-    yield Started(
-        total=len(plan.todo),
-        reused=plan.reused,
-        device=device,
-        methods=model.methods,
-        layers=model.layer_names,
-        problems=registered.problems,
-        masks_imported=masks_imported,
-        engine=req.engine,
-    )
     progress = Clock(len(plan.todo))
-    with closing(steps):
-        while True:
-            if cancelled():
-                progress.cancelled = True
-                break
-            step = next(steps, None)
-            if step is None:
-                break
-            for _image_id, failed in step.failed:
-                progress.failed.append((failed.path, failed.reason))
-                yield failed
-            store_batch(db, plan, step.result, share, [i for i, _ in step.failed])
-            progress.computed += len(step.result.image_ids) if step.result else 0
-            progress.elsewhere += step.elsewhere
-            yield progress.event()
+    # The engine is closed here, not only by its generator: a run cancelled (or closed) before
+    # the first step never enters that generator, and its finally would never run.
+    try:
+        yield Started(
+            total=len(plan.todo),
+            reused=plan.reused,
+            device=device,
+            methods=model.methods,
+            layers=model.layer_names,
+            problems=registered.problems,
+            masks_imported=masks_imported,
+            engine=req.engine,
+        )
+        with closing(steps):
+            while True:
+                if cancelled():
+                    progress.cancelled = True
+                    break
+                step = next(steps, None)
+                if step is None:
+                    break
+                for _image_id, failed in step.failed:
+                    progress.failed.append((failed.path, failed.reason))
+                    yield failed
+                store_batch(db, plan, step.result, share, [i for i, _ in step.failed])
+                progress.computed += len(step.result.image_ids) if step.result else 0
+                progress.elsewhere += step.elsewhere
+                yield progress.event()
+    finally:
+        if computer is not None:
+            computer.close()
     yield Finished(
         computed=progress.computed,
         reused=plan.reused,
@@ -185,9 +192,6 @@ class AnalysisPlan:
     run_ids: dict[str, int]  # method -> CAM run id
     todo: list[tuple[str, int]]  # (rel_path, image id), in path order
     reused: int  # images whose results are already stored for every method
-
-    def n_batches(self, batch_size: int) -> int:
-        return -(-len(self.todo) // batch_size)
 
 
 def plan_analysis(

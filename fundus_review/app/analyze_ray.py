@@ -100,30 +100,45 @@ class RayEngine:
     """A pool of ``BatchWorker`` actors for one analysis run."""
 
     def __init__(self, req: AnalysisRequest, model: LoadedModel) -> None:
+        # Bad options are refused before a cluster is started or joined.
+        if req.workers is not None and req.workers < 1:
+            raise FundusReviewError(f"--workers must be at least 1, not {req.workers}")
+        cpus = int(req.cpus_per_worker)
+        if cpus < 1:
+            raise FundusReviewError(f"--cpus-per-worker must be at least 1, not {cpus}")
+        gpus = float(req.gpus_per_worker or 0.0)
         ray = self.ray = _ray()
+        self.actors: list[Any] = []
         self.started_ray = not ray.is_initialized()
         if self.started_ray and req.ray_address:
             ray.init(address=req.ray_address, log_to_driver=False)
         elif self.started_ray:
             init_local_ray()
-        gpus = float(req.gpus_per_worker or 0.0)
+        try:  # whatever fails from here on (Ctrl-C included) leaves no actor or Ray behind
+            self._start(req, model, cpus, gpus)
+        except BaseException:
+            self.close()
+            raise
+
+    def _start(self, req: AnalysisRequest, model: LoadedModel, cpus: int, gpus: float) -> None:
+        ray = self.ray
+        have_gpus = float(ray.cluster_resources().get("GPU", 0))
+        if gpus > 0 and have_gpus < gpus:
+            # Ray would wait for ever for an actor it can never place.
+            raise FundusReviewError(
+                f"--gpus-per-worker {gpus:g}, but the Ray cluster has {have_gpus:g} GPU(s)"
+            )
         n = req.workers
         if n is None:
-            n = max(1, int(ray.cluster_resources().get("GPU", 0) // gpus)) if gpus > 0 else 2
-        if n < 1:
-            raise FundusReviewError(f"--workers must be at least 1, not {n}")
+            n = max(1, int(have_gpus // gpus)) if gpus > 0 else 2
         spec = asdict(req)
         spec.update(engine="local", device="cuda" if gpus > 0 else req.device, image_ids=None)
         trusted = _trusted_modules(model)
-        cpus = int(req.cpus_per_worker)
-        if cpus < 1:
-            raise FundusReviewError(f"--cpus-per-worker must be at least 1, not {cpus}")
         actor = ray.remote(num_cpus=cpus, num_gpus=gpus)(BatchWorker)
         self.actors = [actor.remote(spec, trusted) for _ in range(n)]
         try:
             self.devices = ray.get([a.device.remote() for a in self.actors])
         except ray.exceptions.RayError as exc:
-            self.close()
             raise FundusReviewError(f"the Ray workers could not start: {_summary(exc)}") from exc
         self.n, self.gpus = n, gpus
 
@@ -176,7 +191,8 @@ class RayEngine:
             self.close()
 
     def close(self) -> None:
-        for a in self.actors if hasattr(self, "actors") else []:
+        """Kill the actors and stop the Ray instance this run started (safe to call twice)."""
+        for a in self.actors:
             self.ray.kill(a)
         self.actors = []
         if self.started_ray:

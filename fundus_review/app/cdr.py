@@ -35,7 +35,7 @@ __all__ = [
     "refresh_cdr_cache",
 ]
 
-DISC, CUP = "optic_disc", "optic_cup"
+DISC, CUP = repo_cdr.CDR_STRUCTURES
 # Expert-CDR columns of public datasets' label files, tried in this order (first one present).
 DATASET_CDR_COLUMNS = ("cdr_expert_mean", "cdr", "vcdr", "vertical_cdr", "cup_disc_ratio")
 

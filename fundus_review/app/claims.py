@@ -19,6 +19,7 @@ them, and neither computes an image the other computed:
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -30,6 +31,8 @@ from dataclasses import dataclass, field
 
 from fundus_review.store import repo, repo_claims
 from fundus_review.store.db import Database
+
+_log = logging.getLogger(__name__)
 
 LEASE_S = 60.0  # a claim not renewed for this long belongs to a crashed run
 POLL_S = 1.0  # how often a run waiting for others' last images looks again
@@ -144,5 +147,8 @@ class WorkShare:
             try:
                 with self.db.session() as s:
                     repo_claims.renew_claims(s, self.owner, self.lease_s)
-            except Exception:  # noqa: BLE001 - a missed beat only shortens the lease; never fatal
+            except Exception as exc:  # noqa: BLE001 - a missed beat only shortens the lease
+                # Said, not fatal: if beats keep failing, the leases run out and another run
+                # takes the images over (computed twice, never lost).
+                _log.warning("work claims of %s not renewed: %s", self.owner, exc)
                 continue

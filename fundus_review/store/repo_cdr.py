@@ -10,7 +10,7 @@ and ``stale_pairs`` names it, for ``app.cdr.refresh_cdr_cache`` to compute with 
 
 from __future__ import annotations
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from fundus_review.store.repo_annotations import CDR_STRUCTURES, refresh_cdr
@@ -22,7 +22,7 @@ from fundus_review.store.schema import (
     expert_region,
 )
 
-__all__ = ["CDR_STRUCTURES", "cached_ratios", "drop_all", "refresh_cdr", "stale_pairs"]
+__all__ = ["CDR_STRUCTURES", "cached_ratios", "refresh_cdr", "stale_pairs"]
 
 
 def stale_pairs(s: Session, dataset_id: int | None = None) -> list[tuple[int, int]]:
@@ -67,8 +67,3 @@ def cached_ratios(
     if image_id is not None:
         q = q.where(CupDiscRatioCache.image_id == image_id)
     return [(i, name, v, h, a) for i, name, v, h, a in s.execute(q)]
-
-
-def drop_all(s: Session) -> int:
-    """Delete every cached row (they are recomputed on demand); returns the count."""
-    return int(s.execute(delete(CupDiscRatioCache)).rowcount or 0)

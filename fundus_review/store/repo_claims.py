@@ -138,11 +138,18 @@ def claim_images(
         query = select(WorkClaim.image_id, WorkClaim.finished_at, WorkClaim.expires_at).where(
             key, WorkClaim.image_id.in_(chunk)
         )
+        seen: set[int] = set()
         for image_id, finished_at, expires_at in s.execute(query):
+            seen.add(image_id)
             if finished_at is not None:
                 out.finished_elsewhere.append(image_id)
             else:
                 out.held_elsewhere[image_id] = expires_at
+        # Under READ COMMITTED (PostgreSQL) another run may have released (deleted) a claim
+        # between the statements above: such an image is free now, so report it as held until
+        # now, and the caller's next poll claims it, instead of losing it from every list.
+        for image_id in set(chunk) - seen:
+            out.held_elsewhere[image_id] = now
     order = {i: k for k, i in enumerate(ids)}
     out.finished_elsewhere.sort(key=order.__getitem__)
     return out

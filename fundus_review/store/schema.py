@@ -363,7 +363,10 @@ class WorkClaim(Base):
     """
 
     __tablename__ = "work_claims"
-    __table_args__ = (UniqueConstraint("model_id", "recipe", "image_id"),)
+    __table_args__ = (
+        UniqueConstraint("model_id", "recipe", "image_id"),
+        Index("ix_work_claims_owner_finished", "owner", "finished_at"),
+    )
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     model_id: Mapped[int] = mapped_column(ForeignKey("models.id", ondelete="CASCADE"))
     recipe: Mapped[str] = mapped_column(String(255))

@@ -15,9 +15,9 @@ from pathlib import PurePosixPath
 
 import numpy as np
 
+from fundus_review.core.vocabulary import REVIEW_STATUSES  # noqa: F401 - the filter bar's list
 from fundus_review.views.browse_index import BrowseIndex
 
-REVIEW_STATUSES = ("unreviewed", "in_progress", "done", "flagged")
 CORRECTNESS = ("all", "correct", "misclassified", "unlabelled", "unpredicted")
 SORT_KEYS = ("name", "label", "prediction", "confidence", "score", "status", "correct", "cdr")
 # What the browser's CDR value is (the tooltip of its sort key and of each row's value).

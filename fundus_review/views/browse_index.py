@@ -137,8 +137,6 @@ class BrowseIndex:
             keep &= self._range("confidence", filt.confidence)
         if filt.score is not None:
             keep &= self._range("score", filt.score)
-        if getattr(filt, "cdr", None) is not None:
-            keep &= self._range("cdr", filt.cdr)
         if filt.statuses is not None:
             keep &= self._in(self.status, self.statuses, filt.statuses)
         if filt.structure is not None:

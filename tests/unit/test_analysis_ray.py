@@ -11,7 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fundus_review.app.analyze import AnalysisProgress, AnalysisRequest, ImageFailed, run_analysis
+from fundus_review.app.analyze import (
+    AnalysisProgress,
+    AnalysisRequest,
+    ImageFailed,
+    Started,
+    run_analysis,
+)
 from fundus_review.errors import FundusReviewError
 from fundus_review.store import open_database, repo
 from fundus_review.store.schema import Heatmap, Image, Prediction, WorkClaim
@@ -149,3 +155,50 @@ def test_the_workers_encoded_heatmaps_store_the_same_bytes(tmp_path: Path) -> No
         np.testing.assert_array_equal(
             repo.heatmap_array(from_worker), maps[1].astype(np.float16).astype(np.float32)
         )
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_run_cancelled_before_its_first_batch_kills_its_actors(
+    local_ray: None, tmp_path: Path, monkeypatch
+) -> None:
+    """Cancelled before the first step, the engine's generator never starts, so its own
+    ``finally`` cannot clean up: the run must close the engine itself."""
+    from fundus_review.app import analyze_ray
+
+    engines: list[analyze_ray.RayEngine] = []
+    real_init = analyze_ray.RayEngine.__init__
+
+    def spy_init(self, *args, **kwargs) -> None:  # noqa: ANN001
+        real_init(self, *args, **kwargs)
+        engines.append(self)
+
+    monkeypatch.setattr(analyze_ray.RayEngine, "__init__", spy_init)
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(4):
+        _spot_image(data / f"img{i}.png", 48, 64, 10 + 3 * i, 20 + 4 * i)
+    bundle = _red_spot_bundle(tmp_path / "bundle", "resize")
+    req = AnalysisRequest(data, bundle, ["gradcam"], tmp_path / "c.db", engine="ray", workers=1)
+    cancel = threading.Event()
+    events = []
+    for ev in run_analysis(req, cancel):
+        events.append(ev)
+        if isinstance(ev, Started):  # the engine is up; cancel before any batch comes back
+            assert engines and engines[0].actors
+            cancel.set()
+    part = _finished(events)
+    assert part.cancelled and part.computed == 0
+    assert len(engines) == 1 and engines[0].actors == []  # every actor killed
+
+
+@pytest.mark.ray
+def test_more_gpus_per_worker_than_the_cluster_has_is_refused(
+    local_ray: None, tmp_path: Path
+) -> None:
+    from fundus_review.app.analyze_ray import RayEngine
+
+    req = AnalysisRequest(tmp_path, tmp_path, ["gradcam"], tmp_path / "g.db", engine="ray")
+    req.gpus_per_worker = 1
+    with pytest.raises(FundusReviewError, match="cluster has 0 GPU"):
+        RayEngine(req, model=None)  # refused before the model is needed

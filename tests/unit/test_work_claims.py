@@ -174,3 +174,39 @@ def test_a_crashed_runs_claims_are_taken_over_and_cancel_releases_claims(
         assert len(rows) == 6 and all(r.finished_at is not None for r in rows)
         assert not any(r.owner.startswith("gone:") for r in rows)
         assert s.query(Heatmap).count() == 6
+
+
+def test_a_claim_released_between_the_statements_is_not_lost(tmp_path: Path, monkeypatch) -> None:
+    """Under READ COMMITTED another run's release can delete a claim after this run's takeover
+    UPDATE missed it and before its SELECT: the image must come back as held (to be polled
+    again), not vanish from every list."""
+    with open_database(tmp_path / "r.db") as db:
+        with db.session() as s:
+            ds = repo.get_or_create_dataset(s, tmp_path)
+            ids = [repo.upsert_image(s, ds, f"{i}.png", 4, 4, f"{i:064x}").id for i in range(2)]
+            model = repo.get_or_create_model(s, "m", "a", {}, "0" * 64, tmp_path).id
+            start = repo_claims.db_now(s)
+            repo_claims.claim_images(s, model, "7", ids, "other", 60.0, start)
+        real_select = repo_claims.select
+        session: list = []
+
+        def select_after_release(*cols):  # noqa: ANN002
+            if cols and cols[0] is WorkClaim.image_id and len(cols) == 3:
+                # the other run's release, committed just now (SQLite's write lock forbids a
+                # second connection here, so it goes through this session)
+                session[0].execute(
+                    repo_claims.delete(WorkClaim).where(WorkClaim.image_id == ids[1])
+                )
+            return real_select(*cols)
+
+        monkeypatch.setattr(repo_claims, "select", select_after_release)
+        with db.session() as s:
+            session.append(s)
+            got = repo_claims.claim_images(s, model, "7", ids, "me", 60.0, start)
+        assert got.claimed == [] and got.finished_elsewhere == []
+        assert sorted(got.held_elsewhere) == ids  # ids[1] included: the next poll claims it
+        monkeypatch.setattr(repo_claims, "select", real_select)
+        with db.session() as s:
+            assert repo_claims.claim_images(s, model, "7", ids, "me", 60.0, start).claimed == [
+                ids[1]
+            ]

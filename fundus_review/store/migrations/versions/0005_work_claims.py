@@ -51,8 +51,11 @@ def upgrade() -> None:
         ),
     )
     op.create_index(op.f("ix_work_claims_image_id"), "work_claims", ["image_id"], unique=False)
+    # renew / release / finish filter on the owner's unfinished claims, in every heartbeat
+    op.create_index("ix_work_claims_owner_finished", "work_claims", ["owner", "finished_at"])
 
 
 def downgrade() -> None:
+    op.drop_index("ix_work_claims_owner_finished", table_name="work_claims")
     op.drop_index(op.f("ix_work_claims_image_id"), table_name="work_claims")
     op.drop_table("work_claims")
