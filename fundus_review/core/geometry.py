@@ -322,3 +322,17 @@ def rasterize(kind: str, geometry: dict[str, Any], shape: tuple[int, int]) -> np
     if h <= 0 or w <= 0:
         raise GeometryError(f"cannot rasterise onto an empty {h}x{w} grid")
     return shape_mask(shape_from_dict(kind, geometry), (h, w))
+
+
+def contour_outline(indices: np.ndarray) -> np.ndarray:
+    """Polygon points (x, y) for a pixel contour given as pixel indices (OpenCV's contours).
+
+    Such a contour runs through the centres of the border pixels, so its polygon rasterises one
+    pixel ring short of the mask it traced (a fifth of a 10 x 10 lesion); the points are moved to
+    the pixel centres (+0.5) and then outwards by half a pixel from the centroid, so that the
+    rasterised polygon covers the border pixels again.
+    """
+    pts = np.asarray(indices, dtype=np.float64).reshape(-1, 2) + 0.5
+    d = pts - pts.mean(axis=0)
+    norm = np.maximum(np.hypot(d[:, 0], d[:, 1]), 1e-9)
+    return pts + d / norm[:, None] * 0.5

@@ -122,8 +122,14 @@ def export_mean_maps(
     out.mkdir(parents=True, exist_ok=True)
     numbers = {(r["run_id"], r["frame"], r["grouping"], r["group"]): r for r in maps.table(seed)}
     rows = []
+    used: set[str] = set()
     for key, g in sorted(maps.groups.items()):
-        name = _name(g)
+        name = base = _name(g)
+        for k in range(2, len(maps.groups) + 2):  # "DR+" and "DR-" slug alike: never overwrite
+            if name.lower() not in used:
+                break
+            name = f"{base}-{k}"
+        used.add(name.lower())
         atomic_write_bytes(out / f"{name}.npz", _npz(g))
         atomic_write_bytes(out / f"{name}.png", _png(g.acc.mean()))
         rows.append(_csv_row(f"{name}.npz", numbers[key]))

@@ -32,7 +32,8 @@ class MeanMapMixin:
             "the shown run's heatmaps averaged over the dataset (this image's class), "
             "registered to the field of view and drawn onto this photo"
         )
-        self._mean_cache: dict[tuple[int, int], object] = {}  # (dataset, run) -> MeanMapSet
+        # (dataset, run) -> (MeanMapSet, numbers per group)
+        self._mean_cache: dict[tuple[int, int], object] = {}
         self._mean_pending: tuple[int, int] | None = None
         self._mean_cancel = threading.Event()
         self.mean_shown: tuple[str, str, int] | None = None  # (grouping, group, n) on screen
@@ -76,8 +77,11 @@ class MeanMapMixin:
         self._mean_pending = (ds, run)
         self.status(f"dataset mean: averaging the {method or 'run'} heatmaps of this dataset …")
 
-        def job():  # noqa: ANN202 - a MeanMapSet
-            return mean_maps(db, selection, fov_cache=default_fov_cache(), cancelled=cancel.is_set)
+        def job():  # noqa: ANN202 - (MeanMapSet, numbers per group)
+            maps = mean_maps(db, selection, fov_cache=default_fov_cache(), cancelled=cancel.is_set)
+            # The bootstrap CIs of the status line, here on the pool, not on the UI thread.
+            numbers = {_group_key(g): g.numbers(n_resamples=1000) for g in maps.groups.values()}
+            return maps, numbers
 
         def done(result) -> None:  # noqa: ANN001 - a MeanMapSet
             self._mean_pending = None
@@ -92,9 +96,10 @@ class MeanMapMixin:
 
         self.tasks.submit(job, done, failed, key="mean-maps", priority=1)
 
-    def _draw_mean(self, maps, run: int) -> None:  # noqa: ANN001 - a MeanMapSet
+    def _draw_mean(self, found_maps, run: int) -> None:  # noqa: ANN001 - job()'s result
         from fundus_review.app.mean_maps import layer_for_image
 
+        maps, numbers = found_maps
         detail, rgb, fov = self.photo
         found = layer_for_image(maps, run, detail.label, detail.prediction, fov, rgb.shape[:2])
         if found is None:
@@ -110,7 +115,7 @@ class MeanMapMixin:
         )
         self.mean_item.setOpacity(self.side.opacity.value() / 100.0)
         self.mean_shown = (group.grouping, group.group, group.n)
-        corner = group.numbers(n_resamples=1000).get("corner_share") or {}
+        corner = numbers.get(_group_key(group), {}).get("corner_share") or {}
         share = (
             ""
             if corner.get("mean") is None
@@ -124,3 +129,7 @@ class MeanMapMixin:
     def _clear_mean(self) -> None:
         self.mean_item.clear()
         self.mean_shown = None
+
+
+def _group_key(group) -> tuple:  # noqa: ANN001 - a MeanMapGroup
+    return (group.run_id, group.frame, group.grouping, group.group)

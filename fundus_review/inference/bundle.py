@@ -143,7 +143,6 @@ class ModelBundle:
                 output_key=card.output_key, output_index=card.output_index, score=card.score
             ),
         )
-        mark_probabilities(model, card.score)
         if spec is not None:
             from fundus_review.inference.fewshot import wrap_with_support
 
@@ -153,6 +152,8 @@ class ModelBundle:
                 raise BundleError(
                     f"bundle {self.path} ({CARD_FILE} [forward]): cannot bind the support set: {exc}"
                 ) from exc
+        # On the module the engine calls (a support-set wrapper does not pass attributes on).
+        mark_probabilities(model, card.score)
         model.eval()
         model.to(device)
         if check_input:

@@ -16,7 +16,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from fundus_review.core.geometry import Ellipse, Polygon, rasterize
+from fundus_review.core.geometry import Ellipse, Polygon, contour_outline, rasterize
 
 #: polygon simplification: the outline may move by at most this fraction of the region's
 #: equivalent diameter (and at least half a pixel).
@@ -74,12 +74,7 @@ def outline_polygon(mask: np.ndarray, fraction: float = SIMPLIFY_FRACTION) -> di
     approx = cv2.approxPolyDP(contour, max(0.5, fraction * diameter), True)[:, 0, :]
     if len(approx) < 3:
         approx = contour[:, 0, :]
-    pts = approx.astype(np.float64) + 0.5  # index -> pixel centre
-    centre = pts.mean(axis=0)
-    d = pts - centre
-    norm = np.maximum(np.hypot(d[:, 0], d[:, 1]), 1e-9)
-    pts = pts + d / norm[:, None] * 0.5
-    return Polygon(tuple(map(tuple, pts))).to_dict()
+    return Polygon(tuple(map(tuple, contour_outline(approx)))).to_dict()
 
 
 def fit_ellipse(mask: np.ndarray) -> dict[str, Any] | None:

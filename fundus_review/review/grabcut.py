@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from fundus_review.core.geometry import Polygon
+from fundus_review.core.geometry import Polygon, contour_outline
 from fundus_review.errors import FundusReviewError
 
 MAX_SIDE = 256  # GrabCut's crop is downscaled to this long side at most (speed: ~1 s here)
@@ -88,7 +88,7 @@ def box_region(
     pts = simple.reshape(-1, 2).astype(np.float64)
     if len(pts) < 3:
         raise GrabCutError("box: the object GrabCut found is too small for an outline")
-    pts = pts + np.array([c0 + 0.5, r0 + 0.5])
+    pts = contour_outline(pts) + np.array([c0, r0])  # covers the border pixels it traced
     mask = np.zeros((h, w), bool)
     mask[r0:r1, c0:c1] = part
     return BoxResult(Polygon(tuple((round(x, 3), round(y, 3)) for x, y in pts)), mask)

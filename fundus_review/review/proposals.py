@@ -5,7 +5,7 @@ the reviewer's regions with source "proposed:<segmenter>": drawn, editable and d
 any region, but not expert regions (scores, report, CDR, exports and the viewer's outlines
 leave them out) until the reviewer accepts them (``Editor.accept``) or edits them.
 
-A new proposal replaces the reviewer's earlier *unreviewed* proposal of that structure; a
+A new proposal run replaces the reviewer's earlier *unreviewed* proposals of the disc and cup; a
 structure the reviewer already has an expert region of (drawn, imported, accepted, edited) gets
 no proposal, so proposing never touches human work.
 """
@@ -19,7 +19,7 @@ from fundus_review.app.proposals import compute_proposal, get_segmenter
 from fundus_review.core.geometry import shape_from_dict
 from fundus_review.core.vocabulary import PROPOSED_PREFIX
 from fundus_review.inference.segment_post import ProposedShape
-from fundus_review.inference.segmenter import Segmenter
+from fundus_review.inference.segmenter import CHANNELS, Segmenter
 from fundus_review.review.commands import Command, DeleteRegion
 from fundus_review.review.editor import Editor
 from fundus_review.store.db import Database
@@ -37,13 +37,15 @@ def proposal_commands(editor: Editor, shapes: list[ProposedShape], model: str) -
     own = [r for r in editor.regions() if r.reviewer_id == editor.reviewer_id]
     plan = ProposalPlan()
     expert = {r.structure for r in own if not r.proposed}
+    # Every earlier unreviewed proposal of the segmenter's structures goes, also where this run
+    # finds nothing (an old cup must not stay inside a new disc).
+    for old in own:
+        if old.proposed and old.structure in CHANNELS:
+            plan.commands.append(DeleteRegion(old.id, editor.reviewer_id, old.content))
     for shape in shapes:
         if shape.structure in expert:
             plan.kept.append(shape.structure)
             continue
-        for old in own:
-            if old.proposed and old.structure == shape.structure:
-                plan.commands.append(DeleteRegion(old.id, editor.reviewer_id, old.content))
         geometry = shape_from_dict(shape.kind, shape.geometry)
         plan.commands.append(
             editor.create_command(shape.structure, geometry, source=PROPOSED_PREFIX + model)

@@ -330,11 +330,13 @@ def _write(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
-        for i in support_idx:
+        for k, i in enumerate(support_idx):
             rec = split.records[i]
             folder = tmp / SUPPORT_DIR / split.classes[split.targets[i]]
             folder.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(rec.path, folder / Path(rec.rel_path).name)
+            # Numbered: siteA/1.png and siteB/1.png of one class must not overwrite each other
+            # (the bundle's support set would no longer be the one it was validated with).
+            shutil.copyfile(rec.path, folder / f"{k:03d}_{Path(rec.rel_path).name}")
         (tmp / LOG_FILE).write_text(_log_csv(history), encoding="utf-8")
         (tmp / HELDOUT_FILE).write_text(
             "".join(f"{f}\n" for f in split.heldout_files()), encoding="utf-8"

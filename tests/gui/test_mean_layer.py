@@ -37,6 +37,7 @@ def test_ticking_dataset_mean_shows_the_class_mean_on_this_photo(qtbot, window):
     assert (rect.width(), rect.height()) == (rgb.shape[1], rgb.shape[0])  # over the whole photo
     assert window.mean_item.isVisible()
     assert f"n={n}" in window.status_text.text()
+    assert "% of the mass in the corners [" in window.status_text.text()  # with its CI
     # The same numbers the report and the export use: one code path.
     sel = ResultSelection(dataset=window.session.dataset_id, models=window.session.model_id)
     ref = mean_maps(window.session.db, sel, fov_cache=default_fov_cache())

@@ -162,9 +162,9 @@ def test_scissors_closing_after_one_anchor_stores_nothing_and_says_why(qtbot, sw
 def test_f1_lists_an_action_of_no_group_under_more(monkeypatch) -> None:  # noqa: ANN001
     from fundus_review.gui.annotate import shortcuts
 
-    monkeypatch.setitem(shortcuts.ACTIONS, "accept_proposal", ("A", "accept the proposal"))
+    monkeypatch.setitem(shortcuts.ACTIONS, "added_later", ("Ctrl+K", "an action added later"))
     html = shortcuts.help_html([("Ctrl+R", "Run on current image")])
-    assert html.index("<u>More") < html.index("accept the proposal") < html.index("<u>Window")
+    assert html.index("<u>More") < html.index("an action added later") < html.index("<u>Window")
     assert "Run on current image" in html
-    monkeypatch.delitem(shortcuts.ACTIONS, "accept_proposal")
+    monkeypatch.delitem(shortcuts.ACTIONS, "added_later")
     assert "<u>More" not in shortcuts.help_html()  # every shipped action is in a group

@@ -271,6 +271,24 @@ def test_support_call_network_predicts_and_its_cam_sees_the_query_rows(
         engine.run(query)
 
 
+def test_a_multilabel_support_call_network_reports_sigmoid_scores(tmp_path: Path) -> None:
+    """The probability rule is set on the module the engine calls, the wrapper, not only on
+    the network inside it (attributes are not passed on)."""
+    import torch
+
+    from fundus_review.inference.outputs import probabilities
+
+    _factory_bundle(tmp_path / "f", concat=True)
+    card = (tmp_path / "f" / "model.toml").read_text()
+    (tmp_path / "f" / "model.toml").write_text(
+        card.replace("[model_kwargs]", 'score = "multilabel"\n[model_kwargs]')
+    )
+    model = load_bundle(tmp_path / "f").build_model(trust_code=True)
+    assert isinstance(model, SupportCallNetwork)
+    got = probabilities(model, torch.tensor([[2.0, 2.0]]))
+    np.testing.assert_allclose(got.numpy(), [[0.880797, 0.880797]], atol=1e-6)  # not 0.5, 0.5
+
+
 def test_support_call_network_default_layer_is_found_through_the_wrapper(tmp_path: Path) -> None:
     _factory_bundle(tmp_path / "f", concat=True)
     text = (

@@ -121,6 +121,13 @@ def test_proposing_again_replaces_unreviewed_proposals_and_never_touches_expert_
     }
 
 
+def test_proposing_again_without_a_cup_removes_the_old_cup_proposal(env) -> None:
+    ed, _ = _propose(env)
+    plan = proposal_commands(ed, [DISC], MODEL)  # this time the segmenter finds no cup
+    ed.group(plan.commands, "propose again")
+    assert sorted(r.structure for r in ed.regions()) == ["optic_disc"]  # no stale cup left
+
+
 def test_another_reviewer_cannot_accept_someone_elses_proposals(env) -> None:
     _propose(env, "ann")
     bob = Editor(env["db"], env["reg"].image_ids["a.png"], "bob")

@@ -104,3 +104,15 @@ def test_grabcut_refuses_unusable_boxes() -> None:
         box_region(rgb, (10, 10, 12, 40))
     with pytest.raises(GrabCutError, match="whole photo"):
         box_region(rgb, (-5, -5, W + 5, H + 5))
+
+
+def test_grabcut_polygon_covers_the_pixels_it_found_on_a_small_lesion() -> None:
+    """A contour runs through the border pixels' centres; the stored polygon must not lose that
+    ring (a fifth of a 10 x 10 lesion): it rasterises to GrabCut's own mask."""
+    rgb = np.full((80, 80, 3), (120, 40, 20), np.uint8)
+    rgb[35:45, 30:40] = (240, 200, 120)  # a bright 10 x 10 lesion
+    res = box_region(rgb, (24, 29, 46, 51))
+    assert res.mask.sum() > 0
+    mask = shape_mask(res.polygon, res.mask.shape)
+    dice = 2 * (mask & res.mask).sum() / (mask.sum() + res.mask.sum())
+    assert dice > 0.95, (mask.sum(), res.mask.sum())

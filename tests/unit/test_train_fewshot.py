@@ -62,7 +62,10 @@ def test_fewshot_training_writes_a_protonet_bundle(synth: Path, tmp_path: Path, 
     assert len(support) == 6 and not set(support) & heldout
     for label in ("absent", "present"):
         files = sorted(p.name for p in (out / "support" / label).iterdir())
-        assert files == sorted(Path(f).name for f in support if labels[f] == label)
+        # numbered in support-set order, so equal file names from two folders both survive
+        assert files == sorted(
+            f"{k:03d}_{Path(f).name}" for k, f in enumerate(support) if labels[f] == label
+        )
     assert 0.0 <= training["val_accuracy"] <= 1.0 and training["n_val"] == len(heldout)
     assert len((out / "training_log.csv").read_text().splitlines()) == 3  # header + 2 epochs
     # The bundle predicts as the card says, with the held-out accuracy the card records.
