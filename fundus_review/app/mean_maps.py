@@ -155,7 +155,7 @@ def group_values(row: ResultRow) -> list[tuple[str, str]]:
     if predicted is not None:
         out.append(("predicted class", predicted))
     if row.label is not None and predicted is not None:
-        out.append(("outcome", "correct" if predicted == row.label else "misclassified"))
+        out.append(("outcome", "correct" if row.outcome_class == row.label else "misclassified"))
     return out
 
 

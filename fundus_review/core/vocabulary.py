@@ -6,6 +6,8 @@ offers them as choices) share one definition without the window importing the da
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 ANNOTATION_KINDS = ("mask", "ellipse", "polygon", "brush", "point")
 REVIEW_STATUSES = ("unreviewed", "in_progress", "done", "flagged")
 VERDICTS = ("yes", "partly", "no")
@@ -45,8 +47,20 @@ def proposal_model(source: str) -> str | None:
     return None
 
 
+# A multi-label head (card `score = "multilabel"`, one sigmoid per label) predicts every label
+# whose probability reaches this.
+MULTILABEL_THRESHOLD = 0.5
+
+
+def predicted_labels(probs: Sequence[float], classes: Sequence[str]) -> list[str]:
+    """A multi-label prediction: the labels with p >= 0.5, most probable first."""
+    order = sorted(range(len(classes)), key=lambda k: -float(probs[k]))
+    return [classes[k] for k in order if float(probs[k]) >= MULTILABEL_THRESHOLD]
+
+
 __all__ = [
     "ACCEPTED_PREFIX",
+    "MULTILABEL_THRESHOLD",
     "ANNOTATION_KINDS",
     "EDITED_PREFIX",
     "PROPOSED_PREFIX",
@@ -54,6 +68,7 @@ __all__ = [
     "REVIEW_STATUSES",
     "VERDICTS",
     "is_unreviewed_proposal",
+    "predicted_labels",
     "proposal_model",
     "provenance",
 ]

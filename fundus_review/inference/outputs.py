@@ -24,12 +24,13 @@ deep-copies the network, hook included) are those of the network as built.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from fundus_review.core.vocabulary import MULTILABEL_THRESHOLD, predicted_labels  # noqa: F401
 from fundus_review.inference.card import SCORES  # noqa: F401 - the card checks the names
 
 
@@ -106,7 +107,6 @@ def attach(model: nn.Module, adapter: OutputAdapter) -> nn.Module:
 
 # The attribute on a network saying how its logits become probabilities ("softmax" when absent).
 PROBABILITIES_ATTR = "fundus_review_probabilities"
-MULTILABEL_THRESHOLD = 0.5
 
 
 def mark_probabilities(model: nn.Module, score: str) -> nn.Module:
@@ -122,9 +122,3 @@ def probabilities(model: nn.Module, logits: torch.Tensor) -> torch.Tensor:
     if getattr(model, PROBABILITIES_ATTR, "softmax") == "sigmoid":
         return torch.sigmoid(logits.float())
     return torch.softmax(logits.float(), dim=1)
-
-
-def predicted_labels(probs: Sequence[float], classes: Sequence[str]) -> list[str]:
-    """A multi-label prediction: the labels with p >= 0.5, most probable first."""
-    order = sorted(range(len(classes)), key=lambda k: -float(probs[k]))
-    return [classes[k] for k in order if float(probs[k]) >= MULTILABEL_THRESHOLD]

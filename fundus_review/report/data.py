@@ -335,7 +335,9 @@ def _base_row(
         "target_probability": float(r.probs[r.target_index])
         if r.target_index < len(r.probs)
         else None,
-        "outcome": prediction_outcome(r.label, predicted, negative.get(r.model_id)),
+        "outcome": prediction_outcome(
+            r.label, r.outcome_class or predicted, negative.get(r.model_id)
+        ),
         "confidence_band": confidence_band(conf, thresholds),
         "verdicts": "; ".join(
             f"{v['reviewer']}: {v['verdict']}"

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from fundus_review.core.vocabulary import predicted_labels
 from fundus_review.store.repo_images import ref_id
 from fundus_review.store.schema import CamRun, Heatmap, Image, Label, ModelRecord, Prediction
 
@@ -49,12 +50,22 @@ class ResultRow:
     # "model" for a real classifier, "baseline" for the pseudo-model of baseline maps,
     # "randomized" for a classifier with re-initialised layers (the randomisation test).
     model_kind: str = "model"
+    multilabel: bool = False  # card `score = "multilabel"`: probs are one sigmoid per label
 
     @property
     def predicted_class(self) -> str | None:
         return (
             self.classes[self.predicted_index] if self.predicted_index < len(self.classes) else None
         )
+
+    @property
+    def outcome_class(self) -> str | None:
+        """The prediction an outcome compares with the true label: the most probable class, or
+        for a multi-label head the true label itself when it is among the predicted labels
+        (p >= 0.5): such a model predicts every label over the threshold, not one."""
+        if self.multilabel and self.label in predicted_labels(self.probs, self.classes):
+            return self.label
+        return self.predicted_class
 
     @property
     def confidence(self) -> float:
@@ -110,7 +121,12 @@ def iter_results(
     if image_ids is not None:
         q = q.where(Image.id.in_(sorted({int(i) for i in image_ids})))
     models = {
-        m_id: (name, [str(c) for c in (card or {}).get("classes", [])], model_kind(card))
+        m_id: (
+            name,
+            [str(c) for c in (card or {}).get("classes", [])],
+            model_kind(card),
+            (card or {}).get("score") == "multilabel",
+        )
         for m_id, name, card in s.execute(
             select(ModelRecord.id, ModelRecord.name, ModelRecord.card)
         )
@@ -139,7 +155,7 @@ def iter_results(
                 path, sha = (last_prediction[3], last_prediction[4]) if same_image else r[4:6]
                 last_prediction = ((r[2], r[8]), r[11], r[12], path, sha)
             _, probs, transform, rel_path, sha256 = last_prediction
-            model_name, classes, kind = models[r[8]]
+            model_name, classes, kind, multilabel = models[r[8]]
             run_method, layers, policy, params = runs[r[9]]
             yield ResultRow(
                 heatmap_id=r[0],
@@ -164,6 +180,7 @@ def iter_results(
                 label=_pick_label(img_labels, label_source),
                 labels={src: val for src, val, _ in img_labels},
                 model_kind=kind,
+                multilabel=multilabel,
             )
 
 

@@ -94,3 +94,28 @@ def test_multilabel_card_and_inspect(tmp_path: Path) -> None:
     wrong = _bundle(tmp_path / "w", classes=["red", "green"])
     with pytest.raises(BundleError, match="the weights' classification head `head` has 3 outputs"):
         wrong.build_model(trust_code=True)
+
+
+@pytest.mark.parametrize(("score", "outcome"), [("multilabel", "correct"), (None, "misclassified")])
+def test_a_multilabel_outcome_counts_the_true_label_among_the_predicted_ones(
+    tmp_path, score, outcome
+) -> None:  # noqa: ANN001
+    """Probabilities (0.9, 0.7, 0.1) and true label "b": a multi-label head predicts a and b
+    (p >= 0.5), so the image is correct; the same numbers from a softmax head predict a only."""
+    from fundus_review.app.mean_maps import group_values
+    from fundus_review.store import open_database, repo
+    from fundus_review.store.repo_query import iter_results
+
+    card = {"classes": ["a", "b", "c"], **({"score": score} if score else {})}
+    with open_database(tmp_path / "m.db") as db, db.session() as s:
+        ds = repo.get_or_create_dataset(s, tmp_path)
+        img = repo.upsert_image(s, ds, "x.png", 4, 4, "0" * 64)
+        repo.set_label(s, img, "b", "manual")
+        model = repo.get_or_create_model(s, "m", "a", card, "0" * 64, tmp_path)
+        run = repo.get_or_create_cam_run(s, model, "gradcam", ["l"], "predicted", {})
+        repo.save_prediction(s, img, model, [0.9, 0.7, 0.1], 0, {})
+        repo.save_heatmap(s, run, img, 0, np.zeros((4, 4), np.float32))
+        s.flush()
+        (row,) = list(iter_results(s))
+    assert row.multilabel is (score == "multilabel") and row.predicted_class == "a"
+    assert ("outcome", outcome) in group_values(row)
