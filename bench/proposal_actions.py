@@ -8,7 +8,8 @@ the segmenter's proposals. Prints both counts (and the per-structure Dice of the
 The second form counts the same actions on the real photographs the segmenter was trained on,
 with the proposals' *held-out* Dice (each image scored by the cross-validation fold model that
 never saw it, ``cv_per_image.csv`` of ``fundus-review train-segmenter``) against the experts'
-masks; IDRiD has no cup mask, so only its disc is counted (in both flows).
+masks; IDRiD has no cup mask, so only its disc is counted (in both flows). Rows of a dataset
+that is no folder under --real (the synthetic training set) are left out, and named.
 
 The demo set is regenerated exactly as `fundus-review demo` writes it (same seed, size and
 count) unless --data names a folder with masks/optic_disc and masks/optic_cup. Its masks are
@@ -92,6 +93,10 @@ def held_out(csv_path: Path, real: Path, t: float) -> int:
     ok = {s: 0 for s in STRUCTURES}
     counted = {s: 0 for s in STRUCTURES}
     rows = list(csv.DictReader(csv_path.open(encoding="utf-8")))
+    missing = sorted({r["stratum"] for r in rows if not (real / r["stratum"]).is_dir()})
+    if missing:  # e.g. the synthetic training set: not a real photograph, not under --real
+        print(f"skipping datasets not under {real}: {', '.join(missing)}")
+        rows = [r for r in rows if r["stratum"] not in missing]
     for row in rows:
         folder = real / row["stratum"]
         stem = Path(row["image"]).stem

@@ -236,7 +236,7 @@ def train_segmenter(cfg: SegTrainConfig, log: Callable[[str], None] = print) -> 
         cfg.name,
         input_size=cfg.image_size,
         description="Optic disc and cup proposals: U-Net on an EfficientNet-Lite0 encoder "
-        "(ImageNet init), trained on DRISHTI-GS1 (disc + cup) and IDRiD (disc).",
+        f"(ImageNet init), trained on {_describe(samples)}.",
         training=training,
     )
     write_segmenter(cfg.out, card, net)
@@ -250,6 +250,17 @@ def train_segmenter(cfg: SegTrainConfig, log: Callable[[str], None] = print) -> 
         log(f"cross-validated Dice: disc {cv['dice_disc']}, cup {cv['dice_cup']}")
     _write_csv(cfg.out / "training_log.csv", rows)
     return cfg.out
+
+
+def _describe(samples: list[SegSample]) -> str:
+    """``drishti_gs1_train (50, disc + cup), idrid_seg (12, disc)``: what the card was trained on."""
+    parts = []
+    for st in dict.fromkeys(s.stratum for s in samples):
+        sub = [s for s in samples if s.stratum == st]
+        cups = sum(s.has_cup for s in sub)
+        what = "disc + cup" if cups == len(sub) else "disc" if not cups else f"disc, {cups} cups"
+        parts.append(f"{st} ({len(sub)}, {what})")
+    return ", ".join(parts)
 
 
 def _write_csv(path: Path, rows: list[dict]) -> None:

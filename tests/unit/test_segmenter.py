@@ -140,6 +140,16 @@ def test_folds_are_dealt_within_each_dataset() -> None:
     assert folds == assign_folds(samples, 5, seed=0)  # seeded
 
 
+def test_card_description_names_each_dataset_with_what_it_has() -> None:
+    from fundus_review.training.segmenter import _describe
+
+    samples = [SegSample(Path(f"d{i}"), Path("m"), Path("c"), "drishti") for i in range(3)]
+    samples += [SegSample(Path(f"i{i}"), Path("m"), None, "idrid") for i in range(2)]
+    samples += [SegSample(Path("s0"), Path("m"), Path("c"), "synth")]
+    samples += [SegSample(Path("s1"), Path("m"), None, "synth")]
+    assert _describe(samples) == "drishti (3, disc + cup), idrid (2, disc), synth (2, disc, 1 cups)"
+
+
 # ------------------------------------------------------------------------- training command
 @pytest.mark.slow
 def test_train_segmenter_command_writes_a_loadable_segmenter_with_cv_dice(tmp_path) -> None:
