@@ -44,6 +44,7 @@ from fundus_review.training.output import (
     HELDOUT_FILE,
     LOG_FILE,
     _log_csv,
+    _publishable,
     _rounded,
     _swap_into_place,
     evaluate,
@@ -342,21 +343,8 @@ def _write(
             "".join(f"{f}\n" for f in split.heldout_files()), encoding="utf-8"
         )
         write_bundle(tmp, card, stored)
-        _publishable_top(tmp)
+        _publishable(tmp)
         _swap_into_place(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-
-
-def _publishable_top(folder: Path) -> None:
-    """output._publishable for a folder with sub-folders: the folder and its files get the
-    usual permissions; the support folders were made by mkdir and already have them."""
-    probe = folder / ".mode-probe"
-    probe.touch()
-    file_mode = probe.stat().st_mode & 0o777
-    probe.unlink()
-    folder.chmod(file_mode | ((file_mode & 0o444) >> 2))
-    for f in folder.iterdir():
-        if f.is_file():
-            f.chmod(file_mode)

@@ -216,7 +216,8 @@ def _publishable(folder: Path) -> None:
     probe.unlink()
     folder.chmod(file_mode | ((file_mode & 0o444) >> 2))  # x wherever r: a traversable folder
     for f in folder.iterdir():
-        f.chmod(file_mode)
+        if f.is_file():  # sub-folders (a few-shot bundle's support/) were made by mkdir: fine
+            f.chmod(file_mode)
 
 
 def _swap_into_place(tmp: Path, out: Path) -> None:
