@@ -120,6 +120,26 @@ def test_errors_are_shown_not_swallowed(qtbot, window, isolated):
     assert "missing-bundle" in window.status_text.text()
 
 
+def test_a_failed_folder_listing_is_shown_and_the_rows_stay(qtbot, window, isolated, monkeypatch):
+    """The listing runs in a child process: when that child fails the window says so, and the
+    rows already on screen (and in the database) are kept."""
+    import sys
+
+    broken = isolated / "broken-python"
+    broken.write_text("#!/bin/sh\necho 'OSError: disk on fire' >&2\nexit 7\n")
+    broken.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(broken))
+    window.open_dataset(window.session.dataset_root)
+    qtbot.waitUntil(lambda: window.last_error is not None, timeout=30_000)
+    assert "listing the folder failed (helper process exit 7: OSError: disk on fire)" in (
+        window.last_error
+    )
+    assert "listing the folder failed" in window.status_text.text()
+    assert not window._registering
+    assert window.browser.model.rowCount() == 6
+    assert window.session.dataset_id_for(window.session.dataset_root) is not None
+
+
 def test_settings_remember_database_dataset_and_layout(qtbot, window, settings, isolated):
     window.side.opacity.setValue(65)
     window.close()
