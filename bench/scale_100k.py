@@ -33,7 +33,6 @@ import subprocess
 import sys
 import time
 import tomllib
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +54,7 @@ def populate(work: Path, n: int) -> None:
     from fundus_review.app.importing import register_dataset
     from fundus_review.app.scoring import ScoringParams
     from fundus_review.data.images import file_sha256
+    from fundus_review.store.codec import HEATMAP_DTYPE, encode_heatmap
     from fundus_review.store.db import open_database
     from fundus_review.store.schema import (
         Annotation,
@@ -107,7 +107,9 @@ def populate(work: Path, n: int) -> None:
     rng = np.random.default_rng(0)
     transform = {"orig_h": 96, "orig_w": 128, "in_h": 224, "in_w": 224,
                  "sx": 1.75, "sy": 2.3333333, "tx": 0.0, "ty": 0.0}  # fmt: skip
-    blob = zlib.compress(np.zeros((7, 7), np.float16).tobytes())
+    # Decodable by the store's codec: the window shows the first image's heatmap on opening, and
+    # an undecodable placeholder pops an error that also starts torch's import mid-opening.
+    blob = encode_heatmap(np.zeros((7, 7), np.float32))
     with db.session() as s:
         c = s.connection()
         c.execute(
@@ -214,7 +216,7 @@ def populate(work: Path, n: int) -> None:
                         "target_index": 0,
                         "height": 7,
                         "width": 7,
-                        "dtype": "float16-zlib",
+                        "dtype": HEATMAP_DTYPE,
                         "data": blob,
                         "created_at": now,
                         "updated_at": now,

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from fundus_review.data.images import file_sha256, image_size
+from fundus_review.data.listing import FileStat
 from fundus_review.errors import FundusReviewError
 from fundus_review.store import repo, repo_import
 from fundus_review.store.db import Database
@@ -24,7 +25,8 @@ CHUNK = 200  # images per transaction: small enough that a cancel or a reader ne
 Progress = Callable[[int, int], None]  # (done, total)
 
 
-def file_stamp(st: os.stat_result) -> str:
+def file_stamp(st: os.stat_result | FileStat) -> str:
+    # FileStat (a listing's) and os.stat_result (a fresh stat) must give the same stamp.
     return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}"
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from fundus_review.app.identify import Progress, file_stamp, identify_images
 from fundus_review.data.dataset import DatasetScan, scan_dataset
+from fundus_review.data.listing import Listing, list_images
 from fundus_review.data.masks_io import find_mask_files, load_mask
 from fundus_review.errors import FundusReviewError
 from fundus_review.store import repo, repo_import
@@ -41,6 +42,7 @@ def register_dataset(
     only: Collection[int] | None = None,
     progress: Progress | None = None,
     cancel: Callable[[], bool] | None = None,
+    lister: Callable[[Path], Listing] = list_images,
 ) -> RegisteredDataset:
     """Scan `root` and record every image file and its label; then (`identify`) read each new or
     changed file's size and content hash.
@@ -50,10 +52,15 @@ def register_dataset(
     it hashes every byte) in the background with ``identify=False``. With ``identify=True`` (the
     CLI, analyses) the result lists only images that could be read; `only` restricts that
     reading (and the result) to these image ids, so analysing one image of a folder opened a
-    moment ago does not wait for all the others.
+    moment ago does not wait for all the others. `lister` walks the folder
+    (`data.listing.list_images_in_child` keeps that walk out of the review window's process).
     """
     scan = scan_dataset(
-        root, labels_csv=labels_csv, filename_column=filename_column, label_column=label_column
+        root,
+        labels_csv=labels_csv,
+        filename_column=filename_column,
+        label_column=label_column,
+        lister=lister,
     )
     problems = list(scan.problems)
     stamps: dict[str, str] = {}

@@ -11,28 +11,21 @@ conflicting labels) is reported in `problems` rather than silently decided.
 from __future__ import annotations
 
 import csv
-import heapq
 import io
 import os
 import re
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from fundus_review.data.images import IMAGE_EXTENSIONS
+from fundus_review.data.listing import FileStat, Listing, list_images
 from fundus_review.errors import DatasetError
 
 __all__ = ["DatasetScan", "ImageRecord", "scan_dataset"]
 
 LABELS_CSV_NAME = "labels.csv"
-MASKS_DIR_NAME = "masks"
-
-# Photographs in formats we do not decode: worth telling the user, unlike a stray notes.txt.
-_UNSUPPORTED_IMAGE_EXTENSIONS = frozenset(
-    {".gif", ".webp", ".heic", ".heif", ".dcm", ".dicom", ".jp2", ".j2k", ".ppm", ".pgm"}
-    | {".dng", ".nef", ".cr2", ".raw"}
-)
-_SKIPPED_DIRS = frozenset({"__macosx", "$recycle.bin", "@eadir"})
 
 # Header names seen in public fundus datasets, most specific first, compared after _norm().
 _FILENAME_COLUMNS = (
@@ -50,7 +43,7 @@ class ImageRecord:
     path: Path
     rel_path: str  # POSIX path relative to the dataset root
     label: str | None
-    stat: os.stat_result | None = field(default=None, repr=False, compare=False)  # when listed
+    stat: FileStat | None = field(default=None, repr=False, compare=False)  # when listed
 
 
 @dataclass
@@ -80,6 +73,7 @@ def scan_dataset(
     labels_csv: str | os.PathLike[str] | None = None,
     filename_column: str | None = None,
     label_column: str | None = None,
+    lister: Callable[[Path], Listing] = list_images,
 ) -> DatasetScan:
     """Find every image under `root` (recursively, sorted) and attach labels.
 
@@ -87,12 +81,17 @@ def scan_dataset(
     are skipped. Raises `DatasetError` when the root is missing or holds no image, or when the
     labels CSV cannot be used (unreadable, no such column); everything else - empty files,
     unsupported formats, unmatched CSV rows, unlabeled images - lands in `problems`.
+
+    `lister` walks the folder: `listing.list_images` here, or `listing.list_images_in_child`
+    (the same function in a child process, for the review window); everything after the walk is
+    shared, so both give the same scan.
     """
     root_path = Path(root).expanduser()
     if not root_path.is_dir():
         what = "is a file, not a folder" if root_path.exists() else "folder not found"
         raise DatasetError(f"{root_path}: {what}")
-    records, problems = _find_images(root_path)
+    listing = lister(root_path)
+    records, problems = _records(root_path, listing), list(listing.problems)
     if not records:
         extra = f" ({len(problems)} file(s) skipped, e.g. {problems[0][1]})" if problems else ""
         raise DatasetError(
@@ -114,71 +113,14 @@ def scan_dataset(
 # --- finding images --------------------------------------------------------------------------
 
 
-def _find_images(root: Path) -> tuple[list[ImageRecord], list[tuple[str, str]]]:
-    # os.scandir and plain strings: a folder of 10,000 photographs is listed in a fraction of a
-    # second (pathlib objects per entry cost more than the file system does).
-    records: list[ImageRecord] = []
-    problems: list[tuple[str, str]] = []
-    pending = [(str(root), "")]
-    while pending:
-        folder, prefix = pending.pop()
-        try:
-            with os.scandir(folder) as it:
-                entries = list(it)
-        except OSError as exc:
-            problems.append((folder, f"cannot list folder ({exc.strerror or exc})"))
-            continue
-        for entry in entries:
-            name = entry.name
-            if name.startswith("."):
-                continue
-            try:
-                if entry.is_dir():  # a symlink to a folder is not followed (cycles)
-                    if not entry.is_symlink() and _wanted_dir(name, at_root=not prefix):
-                        pending.append((entry.path, f"{prefix}{name}/"))
-                    continue
-            except OSError as exc:  # a link to itself: neither file nor folder
-                problems.append(
-                    (entry.path, f"cannot read ({exc.strerror or exc}); fix or remove this link")
-                )
-                continue
-            ext = os.path.splitext(name)[1].lower()
-            if ext in IMAGE_EXTENSIONS:
-                try:
-                    st = entry.stat()
-                except OSError as exc:
-                    problems.append((entry.path, f"cannot read file ({exc.strerror or exc})"))
-                    continue
-                if st.st_size == 0:
-                    problems.append((entry.path, "empty file (0 bytes)"))
-                    continue
-                records.append(ImageRecord(Path(entry.path), prefix + name, None, st))
-            elif ext in _UNSUPPORTED_IMAGE_EXTENSIONS:
-                problems.append(
-                    (entry.path, f"unsupported image format {ext}; convert it to PNG, JPEG or TIFF")
-                )
-    records = _sorted_in_slices(records, key=lambda r: r.rel_path.split("/"))
-    problems.sort()
-    return records, problems
-
-
-def _sorted_in_slices(items: list, key, size: int = 4096) -> list:
-    """``sorted(items, key=key)`` (stable, the same order) without holding the GIL for long.
-
-    One ``list.sort`` of 100,000 records compares keys in C for a few hundred milliseconds on a
-    loaded machine, and no other Python thread runs meanwhile: the review window, listing a
-    folder on a worker thread, would freeze that long. Sorting slices and merging them in
-    Python (``heapq.merge``, stable across slices in their order) lets the UI thread in between.
-    """
-    if len(items) <= size:
-        return sorted(items, key=key)
-    slices = [sorted(items[i : i + size], key=key) for i in range(0, len(items), size)]
-    return list(heapq.merge(*slices, key=key))
-
-
-def _wanted_dir(name: str, at_root: bool) -> bool:
-    low = name.lower()
-    return low not in _SKIPPED_DIRS and not (at_root and low == MASKS_DIR_NAME)
+def _records(root: Path, listing: Listing) -> list[ImageRecord]:
+    # A Python loop (one short step per image): the GIL changes hands between its steps, which
+    # keeps the review window painting while a listing from its child process is turned into
+    # records on a worker thread.
+    return [
+        ImageRecord(root / rel, rel, None, st)
+        for rel, st in zip(listing.rel_paths, listing.stats, strict=True)
+    ]
 
 
 def _is_image_folder_layout(records: list[ImageRecord]) -> bool:

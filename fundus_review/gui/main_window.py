@@ -93,6 +93,7 @@ class MainWindow(OpenMixin, JobsMixin, AnnotateMixin, MeanMapMixin, QMainWindow)
         self._registering = False
         self._closing = threading.Event()  # tells background passes to stop at their next chunk
         self._read_when_shown = None  # starts the background read of a listed folder's files
+        self._register_when_shown = None  # starts the re-scan of a known folder once it shows
         self.rows_loaded.connect(self._start_startup_info)
         self.registered.connect(self._start_startup_info)
         self.reading_progress.connect(self._show_reading)

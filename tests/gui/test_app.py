@@ -120,6 +120,61 @@ def test_errors_are_shown_not_swallowed(qtbot, window, isolated):
     assert "missing-bundle" in window.status_text.text()
 
 
+def test_a_failed_folder_listing_is_shown_and_the_rows_stay(qtbot, window, isolated, monkeypatch):
+    """The listing runs in a child process: when that child fails the window says so, and the
+    rows already on screen (and in the database) are kept."""
+    import sys
+
+    broken = isolated / "broken-python"
+    broken.write_text("#!/bin/sh\necho 'OSError: disk on fire' >&2\nexit 7\n")
+    broken.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(broken))
+    window.open_dataset(window.session.dataset_root)
+    qtbot.waitUntil(lambda: window.last_error is not None, timeout=30_000)
+    assert "listing the folder failed (helper process exit 7: OSError: disk on fire)" in (
+        window.last_error
+    )
+    assert "listing the folder failed" in window.status_text.text()
+    assert not window._registering
+    assert window.browser.model.rowCount() == 6
+    assert window.session.dataset_id_for(window.session.dataset_root) is not None
+
+
+def test_a_known_folder_is_rescanned_after_its_rows_are_shown(
+    qtbot, isolated, settings, gui_dataset, tiny_bundle, monkeypatch
+):
+    """A new folder is listed first (nothing to show before); a known one shows its rows from
+    the database first and is re-scanned after, so the two never compete for the CPU."""
+    import time
+
+    from fundus_review.gui.window_annotate import ReviewWindowState
+
+    calls: list[tuple[str, str, float]] = []
+    for name in ("register", "rows"):
+        real = getattr(ReviewWindowState, name)
+
+        def spy(self, *args, _real=real, _name=name, **kwargs):
+            calls.append((_name, "start", time.monotonic()))
+            try:
+                return _real(self, *args, **kwargs)
+            finally:
+                calls.append((_name, "end", time.monotonic()))
+
+        monkeypatch.setattr(ReviewWindowState, name, spy)
+
+    def first(name: str, phase: str) -> float:
+        return min(t for n, p, t in calls if (n, p) == (name, phase))
+
+    win = open_window(qtbot, isolated / "app.db", gui_dataset, tiny_bundle, settings)
+    assert first("register", "end") < first("rows", "start")  # new: listed, then shown
+    win.close()
+    calls.clear()
+    again = open_window(qtbot, isolated / "app.db", gui_dataset, tiny_bundle, settings)
+    assert first("rows", "end") < first("register", "start")  # known: shown, then re-scanned
+    assert again.browser.model.rowCount() == 6 and not again._registering
+    again.close()
+
+
 def test_settings_remember_database_dataset_and_layout(qtbot, window, settings, isolated):
     window.side.opacity.setValue(65)
     window.close()

@@ -315,7 +315,7 @@ def test_summary_line(tmp_path: Path) -> None:
 
 
 def test_sorting_in_slices_equals_one_stable_sort() -> None:
-    from fundus_review.data.dataset import _sorted_in_slices
+    from fundus_review.data.listing import _sorted_in_slices
 
     rng = np.random.default_rng(0)
     # Many ties (30 distinct keys over 10,000 items) so that stability shows.
