@@ -26,6 +26,8 @@ DEFAULT_RESAMPLES = 2000
 DEFAULT_CI = 0.95
 # Elements per resample block: bounds memory whatever n is, without changing the random stream.
 _BLOCK = 1 << 20
+# Elements per counting pass of the Spearman bootstrap (see _resample_ranks).
+_RANK_CHUNK = 1 << 16
 
 
 @dataclass(frozen=True)
@@ -306,19 +308,55 @@ def spearman(
     """Spearman correlation (e.g. confidence vs a localization score) with a bootstrap CI.
 
     rho = Pearson(rank(x), rank(y)) over the complete pairs, average ranks for ties. The CI
-    resamples pairs and re-ranks each resample; resamples where a side is constant are skipped.
+    resamples pairs and re-ranks each resample (average ranks of the resampled values, computed
+    from counts of each distinct value); resamples where a side is constant are skipped.
     """
     _check_ci(ci, n_resamples)
     a, b, dropped = _paired(x, y)
     rho = spearman_rho(a, b)
     if rho is None:
         return Correlation(None, None, None, int(a.size), dropped, ci, n_resamples, seed)
+    # Each side is ranked once and each resample's ranks come from counts of the distinct values
+    # (O(n) per resample) instead of an argsort per resample (O(n log n)): re-ranking was ~70 % of
+    # the report's aggregation at 100,000 images. Same draws, same ranks, same result.
+    code_a, code_b = _value_codes(a), _value_codes(b)
     rng = np.random.default_rng(seed)
     boot = np.concatenate(
         [
-            _pearson_rows(average_ranks(a[idx]), average_ranks(b[idx]))
+            _pearson_rows(_resample_ranks(*code_a, idx), _resample_ranks(*code_b, idx))
             for idx in _resample_indices(rng, a.size, n_resamples)
         ]
     )
     low, high = _percentile_interval(boot, ci)
     return Correlation(rho, low, high, int(a.size), dropped, ci, n_resamples, seed)
+
+
+def _value_codes(x: np.ndarray) -> tuple[np.ndarray, int]:
+    """(index of each value among the sorted distinct values, number of distinct values)."""
+    uniq, code = np.unique(x, return_inverse=True)
+    return code.reshape(-1), int(uniq.size)
+
+
+def _resample_ranks(code: np.ndarray, n_unique: int, idx: np.ndarray) -> np.ndarray:
+    """average_ranks(x[idx]) row by row, from the codes of x: O(n) per row, no sort.
+
+    In a resample where distinct value u occurs counts[u] times, the values below it fill ranks
+    1..cum[u] - counts[u] (cum = cumsum(counts)), so its ties span cum[u] - counts[u] + 1..cum[u]
+    and their mean rank is cum[u] - (counts[u] - 1) / 2. One bincount over several rows (codes
+    offset by row) counts them at once.
+    """
+    out = np.empty(idx.shape, dtype=np.float64)
+    # Rows per pass: the counts are scattered to and read back at random places, so a pass
+    # whose counts fit in the CPU cache runs ~2.5x faster than one over the whole block.
+    step = max(1, _RANK_CHUNK // idx.shape[1])
+    for start in range(0, idx.shape[0], step):
+        part = idx[start : start + step]
+        rows = part.shape[0]
+        # The codes offset by row in one flat array serve both to count and to look up.
+        flat = code[part]
+        flat += (np.arange(rows, dtype=flat.dtype) * n_unique)[:, None]
+        flat = flat.ravel()
+        counts = np.bincount(flat, minlength=rows * n_unique).reshape(rows, n_unique)
+        avg = np.cumsum(counts, axis=1) - (counts - 1) / 2.0
+        out[start : start + rows] = avg.ravel()[flat].reshape(part.shape)
+    return out

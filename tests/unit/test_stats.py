@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fundus_review.core import stats as core_stats
 from fundus_review.core.stats import (
     average_ranks,
     bootstrap_ci,
@@ -154,6 +155,84 @@ def test_spearman_with_ci_drops_incomplete_pairs_and_is_seeded() -> None:
     assert spearman(x, y, seed=9) == r
     none = spearman([1, 2, 3], [1, 1, 1])
     assert none.rho is None and none.ci_low is None
+
+
+def _rerank_bootstrap(x, y, n_resamples: int, seed: int) -> tuple[np.ndarray, int]:
+    """The plain reference: same draws, each resample re-ranked by average_ranks (argsort)."""
+    a, b, _ = core_stats._paired(x, y)
+    rng = np.random.default_rng(seed)
+    boot = np.concatenate(
+        [
+            core_stats._pearson_rows(average_ranks(a[idx]), average_ranks(b[idx]))
+            for idx in core_stats._resample_indices(rng, a.size, n_resamples)
+        ]
+    )
+    return boot, a.size
+
+
+def _assert_matches_rerank(x, y, n_resamples: int, seed: int) -> np.ndarray:
+    boot, n = _rerank_bootstrap(x, y, n_resamples, seed)
+    a, b, _ = core_stats._paired(x, y)
+    codes_a, codes_b = core_stats._value_codes(a), core_stats._value_codes(b)
+    rng = np.random.default_rng(seed)
+    for idx in core_stats._resample_indices(rng, n, n_resamples):
+        for v, codes in ((a, codes_a), (b, codes_b)):
+            fast = core_stats._resample_ranks(*codes, idx)
+            np.testing.assert_allclose(fast, average_ranks(v[idx]), rtol=0, atol=1e-12)
+    r = spearman(x, y, n_resamples=n_resamples, seed=seed)
+    low, high = core_stats._percentile_interval(boot, r.ci)
+    assert r.n == n and r.n_resamples == n_resamples
+    assert r.ci_low == pytest.approx(low, abs=1e-12)
+    assert r.ci_high == pytest.approx(high, abs=1e-12)
+    return boot
+
+
+def test_spearman_bootstrap_equals_reranking_with_many_ties() -> None:
+    rng = np.random.default_rng(5)
+    x = rng.integers(0, 4, 300).astype(float)
+    y = x + rng.integers(0, 3, 300)
+    boot = _assert_matches_rerank(x, y, 500, seed=2)
+    assert np.isfinite(boot).all() and np.unique(boot).size > 20
+
+
+def test_spearman_bootstrap_drops_missing_like_reranking() -> None:
+    rng = np.random.default_rng(6)
+    x = [None if i % 7 == 0 else float(v) for i, v in enumerate(rng.integers(0, 6, 120))]
+    y = [float("nan") if i % 11 == 0 else float(v) for i, v in enumerate(rng.random(120))]
+    _assert_matches_rerank(x, y, 300, seed=4)
+    missing = sum(1 for i in range(120) if i % 7 == 0 or i % 11 == 0)
+    assert spearman(x, y, n_resamples=300, seed=4).n_dropped == missing
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_spearman_bootstrap_small_n_skips_constant_resamples(n: int) -> None:
+    x, y = np.arange(n, dtype=float), np.arange(n, dtype=float)[::-1] * 2
+    boot = _assert_matches_rerank(x, y, 400, seed=1)
+    # Resamples that repeat one pair are constant: NaN in both, left out of the interval.
+    assert np.isnan(boot).any() and np.isfinite(boot).any()
+
+
+def test_spearman_bootstrap_large_n_across_blocks() -> None:
+    rng = np.random.default_rng(8)
+    n = 40_000  # _BLOCK // n = 26 rows per block: 70 resamples span 3 blocks, the last partial
+    x = np.round(rng.random(n), 2)
+    y = x + rng.normal(0, 0.5, n)
+    _assert_matches_rerank(x, y, 70, seed=3)
+
+
+def test_spearman_ci_of_known_case_unchanged() -> None:
+    rng = np.random.default_rng(3)
+    conf = rng.random(80)
+    score = conf + rng.normal(0, 0.3, 80)
+    _assert_matches_rerank(list(conf) + [None], list(score) + [0.5], 2000, seed=9)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 3), st.integers(-2, 2)), min_size=2, max_size=30))
+def test_spearman_bootstrap_equals_reranking_property(pairs: list[tuple[int, int]]) -> None:
+    x, y = zip(*pairs, strict=True)
+    if spearman_rho(x, y) is not None:
+        _assert_matches_rerank(list(x), list(y), 50, seed=0)
 
 
 def test_bad_ci_arguments() -> None:
