@@ -1,6 +1,6 @@
 """A scripted review of the demo set in the real review window: seconds and user actions per image.
 
-    .venv/bin/python bench/review_flow.py [--n 60] [--images 60] [--modes ellipse,box,polygon]
+    .venv/bin/python bench/review_flow.py [--n 60] [--images 60] [--modes ellipse,box,polygon,proposals]
                                           [--home DIR] [--vertices 12]
 
 Builds the demo database once (`fundus-review demo --no-gui` without report and trust checks,
@@ -13,6 +13,9 @@ demo's exact masks) would:
   ellipse   1 (optic disc), drag its box;  2 (optic cup), drag its box            (default tools)
   box       1, G, drag a box around the disc (GrabCut);  2, G, drag one around the cup
   polygon   1, P, click --vertices points on the disc's outline, Return;  the same for the cup
+  proposals Shift+P (the shipped segmenter proposes disc and cup); a proposal with Dice below
+            --threshold against the exact mask (or none) is clicked (selects it) and deleted;
+            A accepts the rest; each deleted/missing one is drawn as in "ellipse"
   and then  Alt+Y (verdict on the shown heatmap), Ctrl+Return (done, next image).
 
 Per image it measures the wall time from the moment the image is ready (photo, regions and
@@ -47,7 +50,9 @@ STRUCTURES = (("optic_disc", "1"), ("optic_cup", "2"))
 class Tally:
     keys: int = 0
     gestures: int = 0
-    fallbacks: int = 0  # box mode: GrabCut found nothing, drawn as an ellipse instead
+    fallbacks: int = 0  # box mode: GrabCut found nothing; proposals: a proposal redrawn
+    accepted: dict[str, int] = field(default_factory=dict)  # proposals mode: per structure
+    proposing: list[float] = field(default_factory=list)  # proposals mode: Shift+P to shown
     acting: list[float] = field(default_factory=list)
     waiting: list[float] = field(default_factory=list)
 
@@ -125,9 +130,62 @@ def outline_points(mask: np.ndarray, n: int) -> list[tuple[float, float]]:
     return [(float(x) + 0.5, float(y) + 0.5) for x, y in c[idx]]
 
 
-def review_image(r: Reviewer, masks: dict[str, np.ndarray], mode: str, vertices: int) -> None:
+def _ellipse_by_hand(r: Reviewer, mask: np.ndarray, key: str) -> None:
+    rows, cols = np.nonzero(mask)
+    r.key(key)
+    r.drag((cols.min(), rows.min()), (cols.max() + 1.0, rows.max() + 1.0))
+
+
+def review_with_proposals(r: Reviewer, masks: dict[str, np.ndarray], threshold: float) -> None:
+    """Shift+P; delete every proposal below the threshold, A for the rest; draw the others."""
+    from PySide6.QtCore import Qt
+    from PySide6.QtWidgets import QApplication
+
+    from fundus_review.gui.annotate.proposals import proposal_tool
+    from fundus_review.inference.segment_post import dice
+
+    c, tool = r.win.annot, proposal_tool(r.win.annot)
+    t0 = time.perf_counter()
+    r.key(Qt.Key_P, Qt.ShiftModifier)
+    wait_until(lambda: not tool.busy, 60, lambda: r.win.annot_errors[-3:])
+    QApplication.processEvents()  # the proposals' regions reach the controller
+    r.t.proposing.append(time.perf_counter() - t0)
+    proposed = {x.structure: x for x in c.regions if x.proposed and c.own(x)}
+    redraw = []
+    for structure, key in STRUCTURES:
+        got = proposed.get(structure)
+        if got is not None and (dice(got.mask(), masks[structure]) or 0.0) >= threshold:
+            r.t.accepted[structure] = r.t.accepted.get(structure, 0) + 1
+            continue
+        redraw.append((structure, key))
+        r.t.fallbacks += 1
+        if got is None:
+            continue
+        # a pixel of this proposal that no newer region covers (the cup lies inside the disc)
+        others = [x.mask() for x in proposed.values() if x.id > got.id]
+        free = got.mask() & ~np.logical_or.reduce(others) if others else got.mask()
+        rows, cols = np.nonzero(free)
+        mid = len(rows) // 2
+        r.click(cols[mid] + 0.5, rows[mid] + 0.5)
+        if c.selected_id != got.id:
+            raise RuntimeError(f"the click selected {c.selected_id}, not the {structure} proposal")
+        r.key(Qt.Key_Delete)
+    if any(x.proposed for x in c.regions if c.own(x)):
+        r.key(Qt.Key_A)
+    for i, (structure, key) in enumerate(redraw):
+        if i:
+            r.key(Qt.Key_Escape)  # deselect: the cup is drawn inside the selected disc
+        _ellipse_by_hand(r, masks[structure], key)
+    r.key(Qt.Key_Y, Qt.AltModifier)
+
+
+def review_image(
+    r: Reviewer, masks: dict[str, np.ndarray], mode: str, vertices: int, threshold: float
+) -> None:
     from PySide6.QtCore import Qt
 
+    if mode == "proposals":
+        return review_with_proposals(r, masks, threshold)
     for structure, key in STRUCTURES:
         m = masks[structure]
         rows, cols = np.nonzero(m)
@@ -165,7 +223,13 @@ def reference_masks(db, image_id: int) -> dict[str, np.ndarray]:  # noqa: ANN001
 
 
 def run_mode(
-    mode: str, data: Path, db_file: Path, bundle: Path, images: int, vertices: int
+    mode: str,
+    data: Path,
+    db_file: Path,
+    bundle: Path,
+    images: int,
+    vertices: int,
+    threshold: float,
 ) -> dict:
     from PySide6.QtCore import QSettings, Qt
     from PySide6.QtWidgets import QApplication
@@ -210,7 +274,7 @@ def run_mode(
         if i:
             tally.waiting.append(start - t_ready)
         image_id = win.browser.current_id()
-        review_image(r, reference_masks(win.session.db, image_id), mode, vertices)
+        review_image(r, reference_masks(win.session.db, image_id), mode, vertices, threshold)
         r.key(Qt.Key_Return, Qt.ControlModifier)
         QApplication.processEvents()
         tally.acting.append(time.perf_counter() - start)
@@ -229,6 +293,9 @@ def run_mode(
     for image_id in done_ids:
         ed = Editor(db, image_id, REVIEWER)
         mine = [x for x in load_regions(db, image_id) if x.reviewer == REVIEWER]
+        if any(x.proposed for x in mine):  # an unreviewed proposal left: not reviewed
+            problems.append(image_id)
+            continue
         if ed.review_status()[0] != "done" or sorted(x.structure for x in mine) != sorted(
             s for s, _ in STRUCTURES
         ):
@@ -298,8 +365,10 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--n", type=int, default=60, help="demo set size (built once in --home)")
     ap.add_argument("--images", type=int, default=60, help="review the first N images")
-    ap.add_argument("--modes", default="ellipse,box,polygon")
+    ap.add_argument("--modes", default="ellipse,box,polygon,proposals")
     ap.add_argument("--vertices", type=int, default=12, help="polygon mode: clicks per outline")
+    ap.add_argument("--threshold", type=float, default=0.85,
+                    help="proposals mode: the Dice a proposal needs to be accepted as is")  # fmt: skip
     ap.add_argument("--home", type=Path, default=Path(tempfile.gettempdir()) / "fr_review_flow")
     ap.add_argument("--photo", type=Path,
                     default=Path(__file__).resolve().parents[1].parent / "shared" / "data" / "idrid_seg"
@@ -324,7 +393,8 @@ def main(argv: list[str] | None = None) -> int:
     pg.setConfigOption("mouseRateLimit", -1)  # synthetic mouse moves come faster than 100/s
     results = []
     for mode in args.modes.split(","):
-        res = run_mode(mode, data, db, demo_bundles()[0], args.images, args.vertices)
+        res = run_mode(mode, data, db, demo_bundles()[0], args.images, args.vertices,
+                       args.threshold)  # fmt: skip
         results.append(res)
         print(f"{mode}: reviewed {res['n']} images", file=sys.stderr)
     del app
@@ -344,6 +414,10 @@ def main(argv: list[str] | None = None) -> int:
                  iou, t.fallbacks, len(res["problems"]))  # fmt: skip
         print("  ".join(f"{c!s:>14}" for c in cells))
         bad += len(res["problems"])
+        if t.proposing:
+            acc = ", ".join(f"{k} {v}/{n}" for k, v in sorted(t.accepted.items())) or "none"
+            print(f"    {res['mode']}: accepted as proposed: {acc}; Shift+P to proposals shown "
+                  f"{statistics.median(t.proposing):.2f} s (median)")  # fmt: skip
         for e in sorted(set(res["errors"]))[:5]:
             print(f"    {res['mode']}: message shown: {e}")
     if args.photo.is_file():
