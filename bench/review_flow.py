@@ -203,8 +203,7 @@ def review_image(
             if len(r.win.annot.regions) == before:  # GrabCut found nothing: say OK, draw it
                 r.t.fallbacks += 1
                 r.close_message()
-                r.key(key)
-                r.drag(box[:2], box[2:])
+                _ellipse_by_hand(r, m, key)
         else:
             r.key(Qt.Key_P)
             for p in outline_points(m, vertices):
